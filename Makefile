@@ -1,0 +1,33 @@
+# Two commands for a fresh clone: `make run` trains configs/mnist_softmax.yaml,
+# `make test` runs the whole test suite. Both build the local venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall when the project's metadata changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/gdtrain run configs/mnist_softmax.yaml
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+	$(BIN)/ruff check gdtrain tests
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check gdtrain tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

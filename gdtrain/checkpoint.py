@@ -1,0 +1,306 @@
+"""Checkpoints: atomic, verified, pickle-free `.npz` files and a `latest` pointer.
+
+A checkpoint is an uncompressed npz holding named arrays (`param/W`, `slot/accum/W`,
+`ema/W`, …) and `__meta__`, a UTF-8 JSON document (format version, step, resolved
+config and its hash, sha256 of every array). Saving writes a temporary file in the
+same directory, fsyncs it, renames it into place, fsyncs the directory, then replaces
+the `latest` pointer the same way, and only then deletes checkpoints beyond `keep`:
+a crash at any point leaves the previous checkpoint and pointer intact.
+
+Reading treats the file as untrusted: it never unpickles, refuses object dtypes,
+unexpected members and headers whose declared size does not match the bytes present,
+so a forged header cannot make it allocate memory it does not have.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import CheckpointError, RunDirError
+
+FORMAT_VERSION = 1
+META_KEY = "__meta__"
+POINTER = "latest"
+TMP_PREFIX = ".tmp-"
+_NAME = re.compile(r"^ckpt-(\d{8})\.npz$")
+_MEMBER = re.compile(r"^[A-Za-z0-9_./-]+\.npy$")
+
+# Fault injection for tests: called with the name of each file operation of a save
+# just before it happens; a test makes it raise to simulate a crash or a full disk.
+fault_hook: Callable[[str], None] | None = None
+
+
+def _op(name: str) -> None:
+    if fault_hook is not None:
+        fault_hook(name)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:08d}.npz"
+
+
+def step_of(path: str | Path) -> int | None:
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def array_digest(a: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, write: Callable, what: str) -> None:
+    """Write `path` via a fsynced temporary file and a rename; clean up on failure."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        _op(f"open {what}")
+        with open(tmp, "wb") as f:
+            _op(f"write {what}")
+            write(f)
+            _op(f"flush {what}")
+            f.flush()
+            _op(f"fsync {what}")
+            os.fsync(f.fileno())
+        _op(f"rename {what}")
+        os.replace(tmp, path)
+        _op(f"fsync dir after {what}")
+        _fsync_dir(path.parent)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def save(directory: str | Path, step: int, arrays: dict[str, np.ndarray], meta: dict,
+         keep: int) -> Path:
+    """Atomically write checkpoint `step`, point `latest` at it, prune beyond `keep`."""
+    directory = Path(directory)
+    path = directory / checkpoint_name(step)
+    meta = dict(meta, format=FORMAT_VERSION, step=step,
+                arrays={k: array_digest(v) for k, v in arrays.items()})
+    blob = np.frombuffer(json.dumps(meta, sort_keys=True, allow_nan=False).encode(), np.uint8)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, lambda f: np.savez(f, **arrays, **{META_KEY: blob}), "checkpoint")
+        _write_atomic(directory / POINTER, lambda f: f.write(path.name.encode() + b"\n"), "pointer")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.ENOSPC:
+            reason = "no space left on device"
+        raise RunDirError(
+            f"could not save checkpoint {path}: {reason}; the previous checkpoint is untouched"
+        ) from None
+    prune(directory, keep)
+    return path
+
+
+def prune(directory: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (never the one `latest` names)."""
+    current = read_pointer(directory)
+    for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
+        if old.name == current:
+            continue
+        _op("delete old checkpoint")
+        try:
+            old.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint files in `directory`, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(step_of(p), p) for p in directory.iterdir() if step_of(p) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def read_pointer(directory: str | Path) -> str | None:
+    try:
+        name = (Path(directory) / POINTER).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return name if _NAME.match(name) else None
+
+
+def clean_temporaries(directory: str | Path) -> list[Path]:
+    """Remove temporary files left by a save that was killed; return what was removed."""
+    directory = Path(directory)
+    removed = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if p.name.startswith(TMP_PREFIX):
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
+
+
+# ---------------------------------------------------------------- reading untrusted npz
+
+
+def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
+             max_bytes: int = 1 << 32) -> dict[str, np.ndarray]:
+    """Arrays of an npz file, read without pickle and with every size checked first.
+
+    `expected`, when given, maps array names to required shapes; other names are
+    refused. Raises CheckpointError naming the file and the array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"{path}: not an npz (zip) file ({exc})") from None
+    out: dict[str, np.ndarray] = {}
+    total = 0
+    with zf:
+        for info in zf.infolist():
+            if not _MEMBER.match(info.filename) or ".." in info.filename:
+                raise CheckpointError(f"{path}: unexpected member {info.filename!r}")
+            name = info.filename[:-4]
+            if expected is not None and name not in expected and name != META_KEY:
+                raise CheckpointError(f"{path}: unexpected array {name!r}")
+            try:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version in ((2, 0), (3, 0)):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unsupported .npy version {version}")
+                    header_len = f.tell()
+                    if dtype.hasobject or dtype.kind not in "biuf":
+                        raise CheckpointError(
+                            f"{path}: array {name!r} has dtype {dtype}; only plain numbers are allowed"
+                        )
+                    if expected is not None and name in expected and tuple(shape) != tuple(expected[name]):
+                        raise CheckpointError(
+                            f"{path}: array {name!r} has shape {tuple(shape)}, expected {tuple(expected[name])}"
+                        )
+                    nbytes = math.prod(shape) * dtype.itemsize
+                    if info.file_size != header_len + nbytes:
+                        raise CheckpointError(
+                            f"{path}: array {name!r} declares {nbytes} bytes of data but holds "
+                            f"{info.file_size - header_len}"
+                        )
+                    total += nbytes
+                    if total > max_bytes:
+                        raise CheckpointError(f"{path}: arrays larger than {max_bytes} bytes in all")
+                    data = f.read(nbytes)
+            except CheckpointError:
+                raise
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+                raise CheckpointError(f"{path}: array {name!r} is damaged ({exc})") from None
+            if len(data) != nbytes:
+                raise CheckpointError(f"{path}: array {name!r} is truncated")
+            arr = np.frombuffer(data, dtype=dtype)
+            arr = arr.reshape(shape, order="F" if fortran else "C")
+            out[name] = np.array(arr, order="C")  # writable, owned, C-ordered
+    return out
+
+
+def _reject_constant(token: str):
+    raise ValueError(f"non-finite number {token}")
+
+
+def load(path: str | Path, expected: dict[str, tuple] | None = None) -> tuple[dict, dict]:
+    """(arrays, meta) of a checkpoint after verifying format, hashes and completeness."""
+    arrays = read_npz(path, expected)
+    blob = arrays.pop(META_KEY, None)
+    if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
+        raise CheckpointError(f"{path}: no metadata; not a gdtrain checkpoint")
+    try:
+        meta = json.loads(blob.tobytes().decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("arrays"), dict):
+        raise CheckpointError(f"{path}: metadata lacks the array list")
+    version = meta.get("format")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: metadata has no format version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is newer than this gdtrain reads "
+            f"({FORMAT_VERSION}); upgrade gdtrain"
+        )
+    if not isinstance(meta.get("step"), int) or meta["step"] < 0:
+        raise CheckpointError(f"{path}: metadata has no valid step")
+    listed = meta["arrays"]
+    missing = sorted(set(listed) - set(arrays))
+    if missing:
+        raise CheckpointError(f"{path}: missing arrays {', '.join(missing)}")
+    extra = sorted(set(arrays) - set(listed))
+    if extra:
+        raise CheckpointError(f"{path}: arrays not in its metadata: {', '.join(extra)}")
+    if expected is not None:
+        absent = sorted(set(expected) - set(arrays))
+        if absent:
+            raise CheckpointError(f"{path}: missing arrays {', '.join(absent)}")
+    for name, digest in listed.items():
+        if array_digest(arrays[name]) != digest:
+            raise CheckpointError(f"{path}: array {name!r} fails its sha256 check (damaged)")
+    return arrays, meta
+
+
+def resolve_path(target: str | Path) -> Path:
+    """A checkpoint file from a run directory, its checkpoints/ folder or a file path."""
+    target = Path(target)
+    if target.is_file():
+        return target
+    for directory in (target / "checkpoints", target):
+        if directory.is_dir():
+            name = read_pointer(directory)
+            if name and (directory / name).is_file():
+                return directory / name
+            found = list_checkpoints(directory)
+            if found:
+                return found[-1]
+    if not target.exists():
+        raise CheckpointError(f"{target}: no such run directory or checkpoint")
+    raise CheckpointError(f"{target}: no checkpoints found")
+
+
+def newest_good(directory: str | Path, expected: dict[str, tuple] | None,
+                warn: Callable[[str], None]) -> tuple[Path, dict, dict] | None:
+    """The newest checkpoint that verifies, warning about each damaged one skipped."""
+    directory = Path(directory)
+    candidates = list_checkpoints(directory)[::-1]
+    pointed = read_pointer(directory)
+    if pointed:
+        candidates.sort(key=lambda p: p.name != pointed)  # stable: pointer first
+    for path in candidates:
+        try:
+            arrays, meta = load(path, expected)
+        except CheckpointError as exc:
+            warn(f"skipping damaged checkpoint: {exc}")
+            continue
+        return path, arrays, meta
+    return None

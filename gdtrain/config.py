@@ -1,0 +1,527 @@
+"""Reading, overriding, validating and resolving configs.
+
+A config is YAML read with a strict safe loader (no python tags, no duplicate keys,
+YAML 1.2 numbers and booleans). `--set a.b=value` overrides any key. `resolve`
+validates every section against the component tables (a factory's signature is
+its schema) and returns the config with every default filled in, or raises one
+ConfigError listing every problem with the file and line where the YAML has one.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+
+from .errors import ConfigError
+from .registry import (
+    NonNegative,
+    NonNegativeInt,
+    OneOf,
+    Positive,
+    PositiveInt,
+    Range,
+    Registry,
+    coerce,
+    suggest,
+    type_name,
+)
+
+# ---------------------------------------------------------------- YAML, strictly
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars: `1e-4` is a number, `yes`/`on` are strings."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _walk_nodes(node: yaml.Node, path: str, lines: dict[str, int], problems: list[str]):
+    """Record the line of every key and reject duplicate keys."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            child = f"{path}.{key}" if path else str(key)
+            if key in seen:
+                problems.append(f"line {line}: duplicate key '{child}' (first at line {seen[key]})")
+            seen[key] = line
+            lines.setdefault(child, line)
+            _walk_nodes(value_node, child, lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk_nodes(item, f"{path}.{i}", lines, problems)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    """(data, {dotted key: line}) from YAML text; ConfigError on any YAML problem."""
+    try:
+        node = yaml.compose(text, Loader=_StrictLoader)
+        lines: dict[str, int] = {}
+        problems: list[str] = []
+        if node is not None:
+            _walk_nodes(node, "", lines, problems)
+        if problems:
+            raise ConfigError(problems, source)
+        data = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        raise ConfigError(f"{where}invalid YAML: {what}" + (f" ({context})" if context else ""), source) from None
+    return data, lines
+
+
+def load_file(path: str | Path) -> tuple[dict, dict[str, int]]:
+    """Read a config file: (mapping, line map)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("config file not found", str(p))
+    if p.is_dir():
+        raise ConfigError("is a directory, expected a YAML config file", str(p))
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", str(p)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}: 0x{raw[exc.start]:02x})", str(p)) from None
+    data, lines = parse_yaml(text, str(p))
+    if data is None:
+        raise ConfigError("empty config; expected a mapping with sections such as model, data, train", str(p))
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping of sections, got a {type(data).__name__}", str(p))
+    return data, lines
+
+
+def apply_overrides(config: dict, overrides: list[str]) -> dict:
+    """Apply `--set a.b.c=value` overrides (values parsed as YAML) to a copy."""
+    config = copy.deepcopy(config)
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or not key or any(not p for p in parts):
+            problems.append(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. optimizer.learning_rate=0.1")
+            continue
+        try:
+            value, _ = parse_yaml(text, "--set")
+        except ConfigError as exc:
+            problems.append(f"--set {key}: {exc.problems[0]}")
+            continue
+        node = config
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                problems.append(f"--set {key}: {where} is {child!r}, not a mapping")
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+# ---------------------------------------------------------------- sections without components
+
+SECTIONS = Registry("section")
+
+
+@SECTIONS.register("run")
+def run_section(
+    name: str | None = None,
+    seed: NonNegativeInt = 0,
+    dtype: Annotated[str, OneOf("float32", "float64")] = "float32",
+    dir: str = "runs",
+):
+    """Run identity and numerics.
+
+    name: run directory name under dir (default: the config file's name)
+    seed: seeds initialisation and data order
+    dtype: float32 (fast) or float64 (about 2x slower)
+    dir: where run directories live
+    """
+
+
+@SECTIONS.register("train")
+def train_section(
+    batch_size: PositiveInt = 100,
+    steps: PositiveInt | None = None,
+    epochs: Positive | None = None,
+    trainable: list[str] = ["*"],  # noqa: B006 (read only)
+    shuffle: bool = True,
+    log_every: NonNegativeInt = 100,
+    eval_every: NonNegativeInt = 0,
+    eval_split: Annotated[str, OneOf("test", "validation", "train")] = "test",
+    checkpoint_every: NonNegativeInt = 0,
+    keep_checkpoints: PositiveInt = 5,
+):
+    """The training loop.
+
+    batch_size: examples per step
+    steps: number of updates (give steps or epochs)
+    epochs: passes over the training set, rounded up to whole steps
+    trainable: parameter names or glob patterns to update (TF1's var_list); default all
+    shuffle: reshuffle every epoch from run.seed; false takes rows in order
+    log_every: log line every N steps (0: none)
+    eval_every: evaluate every N steps (0: only at the end)
+    eval_split: split evaluated during and after training (falls back to train if absent)
+    checkpoint_every: checkpoint every N steps (0: only at the end)
+    keep_checkpoints: newest checkpoints kept
+    """
+
+
+@SECTIONS.register("l2")
+def l2_section(scale: NonNegative, params: list[str] | None = None):
+    """L2 weight decay with TF semantics: scale · sum(w²)/2 added to the loss.
+
+    scale: the regularizer's scale (tf.contrib.layers.l2_regularizer)
+    params: parameter names or patterns; default every weight matrix (no biases)
+    """
+
+
+@SECTIONS.register("ema")
+def ema_section(decay: Annotated[float, Range(gt=0, lt=1)] = 0.99, num_updates: bool = True):
+    """Exponential moving average of the trainable parameters (tf.train.ExponentialMovingAverage).
+
+    decay: the decay; with num_updates the effective decay is min(decay, (1+n)/(10+n))
+    num_updates: pass the step count as num_updates, as TF1's tutorials do
+    """
+
+
+TOP_LEVEL = ("run", "data", "model", "loss", "optimizer", "schedule", "l2", "ema", "train")
+REQUIRED = ("data", "model", "loss", "optimizer", "train")
+OPTIONAL_SECTIONS = ("schedule", "l2", "ema")
+
+# What a resumed run may not change (it would be a different run), and what it may
+# change only with --allow-config-change.
+FROZEN_ON_RESUME = ("run.seed", "run.dtype", "data", "model", "loss", "train.trainable",
+                    "train.batch_size", "train.shuffle")
+GUARDED_ON_RESUME = ("optimizer", "schedule", "l2", "ema")
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _tables():
+    # imported here so that `gdtrain --help` does not pay for numpy
+    from .data import DATASETS
+    from .initializers import INITIALIZERS
+    from .losses import LOSSES
+    from .models import MODELS
+    from .optimizers import OPTIMIZERS
+    from .schedules import COMMON_OPTIONS, SCHEDULES
+
+    return DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS, COMMON_OPTIONS
+
+
+def _section(config: dict, key: str, problems: list[str], optional: bool = False) -> dict | None:
+    value = config.get(key)
+    if value is None:
+        if key in config and not optional:
+            problems.append(f"{key}: section is empty; expected a mapping")
+        elif key not in config and not optional:
+            problems.append(f"{key}: missing section")
+        return None
+    if not isinstance(value, dict):
+        problems.append(f"{key}: expected a mapping, got {type(value).__name__} {value!r}"[:120])
+        return None
+    return value
+
+
+def _with_defaults(registry: Registry, name: str, coerced: dict) -> dict:
+    out = {}
+    for opt in registry.options(name):
+        if opt.name in coerced:
+            out[opt.name] = coerced[opt.name]
+        elif not opt.required:
+            out[opt.name] = copy.deepcopy(opt.default)
+    return out
+
+
+def _component(registry: Registry, section: dict, where: str, problems: list[str],
+               extra: tuple[str, ...] = ()) -> dict:
+    options = {k: v for k, v in section.items() if k != "name" and k not in extra}
+    name = section.get("name")
+    if "name" not in section:
+        problems.append(f"{where}.name: missing; valid: {', '.join(registry.names())}")
+        return {}
+    coerced, found = registry.check(name, options, where)
+    problems.extend(found)
+    if found:
+        return {"name": name, **options}
+    return {"name": name, **_with_defaults(registry, name, coerced)}
+
+
+def match_patterns(patterns: list[str], names: list[str]) -> tuple[list[str], list[str]]:
+    """(names matched by any pattern, in model order; patterns that matched nothing)."""
+    unmatched = [p for p in patterns if not fnmatch.filter(names, p)]
+    matched = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    return matched, unmatched
+
+
+def _check_init(init: Any, names: list[str], problems: list[str], initializers: Registry):
+    """model.init: a name, {name: ..., options}, {from: file.npz} or {param: spec, ...}."""
+
+    def check_one(spec: Any, where: str):
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict):
+            problems.append(f"{where}: expected an initializer name or mapping, got {spec!r}")
+            return
+        opts = {k: v for k, v in spec.items() if k != "name"}
+        _, found = initializers.check(spec.get("name"), opts, where)
+        problems.extend(found)
+
+    if init is None:
+        return
+    if isinstance(init, dict) and "from" in init:
+        extra = set(init) - {"from"}
+        if extra:
+            problems.append(f"model.init: 'from' takes no other keys, got {sorted(extra)}")
+        if not isinstance(init["from"], str):
+            problems.append(f"model.init.from: expected a path to an .npz file, got {init['from']!r}")
+        return
+    if isinstance(init, dict) and "name" not in init:
+        for key, spec in init.items():
+            if key not in names:
+                problems.append(
+                    f"model.init.{key}: no such parameter; the model has {', '.join(names)}"
+                    + suggest(key, names)
+                )
+            else:
+                check_one(spec, f"model.init.{key}")
+        return
+    check_one(init, "model.init")
+
+
+def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = None) -> dict:
+    """Validate a whole config; return it with every default filled in.
+
+    Raises ConfigError listing every problem, each prefixed with the file and line
+    of the offending key where known.
+    """
+    DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS, COMMON = _tables()
+    problems: list[str] = []
+    for key in raw:
+        if key not in TOP_LEVEL:
+            problems.append(
+                f"{key}: unknown section" + (suggest(key, TOP_LEVEL) or f"; valid: {', '.join(TOP_LEVEL)}")
+            )
+    out: dict[str, Any] = {}
+
+    def plain_section(key: str, optional: bool) -> dict | None:
+        section = _section(raw, key, problems, optional) if key in raw or not optional else None
+        if section is None:
+            if key == "run":
+                section = {}
+            else:
+                return None
+        coerced, found = SECTIONS.check(key, section, key)
+        problems.extend(found)
+        return _with_defaults(SECTIONS, key, coerced)
+
+    run = plain_section("run", optional=True)
+    if run.get("name") is None:
+        run["name"] = Path(source).stem if source not in ("config", "--set") else "run"
+    name = run["name"]
+    if not isinstance(name, str) or not _RUN_NAME.match(name) or name in (".", ".."):
+        problems.append(
+            f"run.name: {name!r} is not a plain directory name (letters, digits, '.', '_', '-'; "
+            "no path separators, no leading '.')"
+        )
+    out["run"] = run
+
+    data = _section(raw, "data", problems)
+    if data is not None:
+        out["data"] = _component(DATASETS, data, "data", problems)
+
+    model = _section(raw, "model", problems)
+    names: list[str] = []
+    weights: list[str] = []
+    if model is not None:
+        out["model"] = _component(MODELS, model, "model", problems, extra=("init",))
+        if "init" in model:
+            out["model"]["init"] = model["init"]
+        mname = model.get("name")
+        if mname in MODELS and not any(p.startswith("model.") for p in problems):
+            opts = {k: v for k, v in out["model"].items() if k not in ("name", "init")}
+            try:
+                probe = MODELS.get(mname)(input_dim=1, output_dim=1, **opts)
+                names, weights = probe.names, probe.weights
+            except ValueError as exc:
+                problems.append(f"model: {exc}")
+            _check_init(model.get("init"), names, problems, INITIALIZERS)
+
+    loss = _section(raw, "loss", problems)
+    if loss is not None:
+        out["loss"] = _component(LOSSES, loss, "loss", problems)
+
+    optimizer = _section(raw, "optimizer", problems)
+    if optimizer is not None:
+        out["optimizer"] = _component(OPTIMIZERS, optimizer, "optimizer", problems)
+
+    schedule = _section(raw, "schedule", problems, optional=True)
+    if schedule is not None:
+        resolved = _component(SCHEDULES, schedule, "schedule", problems, extra=tuple(COMMON))
+        for key, (annotation, default, _doc) in COMMON.items():
+            value, problem = coerce(schedule.get(key, default), annotation)
+            if problem:
+                problems.append(f"schedule.{key}: {problem}")
+            resolved[key] = value
+        out["schedule"] = resolved
+
+    l2 = plain_section("l2", optional=True)
+    if l2 is not None:
+        if l2.get("params") is None and weights:
+            l2["params"] = list(weights)
+        out["l2"] = l2
+    ema = plain_section("ema", optional=True)
+    if ema is not None:
+        out["ema"] = ema
+
+    train = plain_section("train", optional=False)
+    if train is not None:
+        if train.get("steps") is None and train.get("epochs") is None:
+            problems.append("train: give either steps or epochs")
+        elif train.get("steps") is not None and train.get("epochs") is not None:
+            problems.append("train: give steps or epochs, not both")
+        out["train"] = train
+
+    # Cross-section checks that need the model's parameter names.
+    if names:
+        trainable = (train or {}).get("trainable")
+        if isinstance(trainable, list):
+            _, unmatched = match_patterns(trainable, names)
+            for p in unmatched:
+                problems.append(
+                    f"train.trainable: {p!r} matches no parameter; the model has {', '.join(names)}"
+                    + suggest(p, names)
+                )
+        if l2 is not None and isinstance(l2.get("params"), list):
+            _, unmatched = match_patterns(l2["params"], names)
+            for p in unmatched:
+                problems.append(
+                    f"l2.params: {p!r} matches no parameter; the model has {', '.join(names)}"
+                    + suggest(p, names)
+                )
+
+    # Build the schedule once with placeholder sizes, so that its own checks run now.
+    if "schedule" in out and "optimizer" in out and not problems:
+        from .schedules import build_schedule
+
+        try:
+            build_schedule(out["schedule"], out["optimizer"].get("learning_rate", 1.0) or 1.0, 1.0, 1)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+
+    if problems:
+        raise ConfigError([_locate(p, lines) for p in problems], source)
+    return out
+
+
+def _locate(problem: str, lines: dict[str, int] | None) -> str:
+    """Prefix a 'dotted.key: message' problem with the YAML line of its key."""
+    if not lines or problem.startswith("line "):
+        return problem
+    key = problem.split(":", 1)[0].strip()
+    parts = key.split(".")
+    while parts:
+        line = lines.get(".".join(parts))
+        if line is not None:
+            return f"line {line}: {problem}"
+        parts.pop()
+    return problem
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """Read, override, validate and resolve a config file."""
+    raw, lines = load_file(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return resolve(raw, str(path), lines)
+
+
+# ---------------------------------------------------------------- identity and drift
+
+
+def canonical(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(canonical(config).encode()).hexdigest()
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(config, dict):
+        out: dict[str, Any] = {}
+        for k, v in config.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        if not config and prefix:
+            out[prefix] = {}
+        return out
+    return {prefix: config}
+
+
+def diff(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ: (key, old, new); missing values are None."""
+    a, b = flatten(old), flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def classify_drift(old: dict, new: dict) -> tuple[list, list, list]:
+    """Split a resume's config changes into (refused, needs --allow-config-change, allowed)."""
+    refused, guarded, allowed = [], [], []
+    for change in diff(old, new):
+        key = change[0]
+        if any(key == f or key.startswith(f + ".") for f in FROZEN_ON_RESUME):
+            refused.append(change)
+        elif any(key == g or key.startswith(g + ".") for g in GUARDED_ON_RESUME):
+            guarded.append(change)
+        elif key == "run.dir":
+            continue
+        else:
+            allowed.append(change)
+    return refused, guarded, allowed
+
+
+def dump_yaml(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def run_dir(config: dict) -> str:
+    return os.path.join(config["run"]["dir"], config["run"]["name"])
+
+
+__all__ = ["load", "resolve", "apply_overrides", "config_hash", "diff", "classify_drift",
+           "type_name", "SECTIONS"]

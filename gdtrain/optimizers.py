@@ -1,0 +1,179 @@
+"""Optimizers as (init, update) pairs, in TF1's exact update forms.
+
+`init(params) -> state` creates slots for the parameters it is given (the trainable
+ones only). `update(grads, state, lr) -> (updates, state)` returns the change to add
+to each parameter; the loop applies it. Slots are nested dicts of arrays keyed by
+slot name then parameter name, plus scalar arrays (Adam's beta powers), so a
+checkpoint holds them by name. To add an optimizer, write one registered factory here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .registry import Fraction, NonNegative, Positive, Registry
+
+OPTIMIZERS = Registry("optimizer")
+
+State = dict[str, dict[str, np.ndarray]]
+
+
+@dataclass
+class Optimizer:
+    init: Callable  # params -> state
+    update: Callable  # (grads, state, lr) -> (updates, state)
+    learning_rate: float
+
+
+def _like(params, fill: float = 0.0) -> dict[str, np.ndarray]:
+    return {k: np.full_like(v, fill) for k, v in params.items()}
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(learning_rate: Positive) -> Optimizer:
+    """Plain gradient descent, tf.train.GradientDescentOptimizer: var -= lr·g.
+
+    learning_rate: step size (the schedule's starting value)
+    """
+
+    def init(params):
+        return {}
+
+    def update(grads, state, lr):
+        return {k: g * -lr for k, g in grads.items()}, state
+
+    return Optimizer(init, update, learning_rate)
+
+
+@OPTIMIZERS.register("momentum")
+def momentum(learning_rate: Positive, momentum: NonNegative = 0.9, nesterov: bool = False) -> Optimizer:
+    """tf.train.MomentumOptimizer: accum = m·accum + g; var -= lr·accum.
+
+    With nesterov: var -= lr·g + lr·m·accum (TF1's use_nesterov form).
+    learning_rate: step size
+    momentum: m, the decay of the accumulator
+    nesterov: use Nesterov's look-ahead form
+    """
+    m = momentum
+
+    def init(params):
+        return {"accum": _like(params)}
+
+    def update(grads, state, lr):
+        accum = state["accum"]
+        updates = {}
+        for k, g in grads.items():
+            a = accum[k]
+            a *= m
+            a += g
+            if nesterov:
+                updates[k] = -(g * lr + a * m * lr)
+            else:
+                updates[k] = a * -lr
+        return updates, state
+
+    return Optimizer(init, update, learning_rate)
+
+
+@OPTIMIZERS.register("adam")
+def adam(
+    learning_rate: Positive = 0.001,
+    beta1: Fraction = 0.9,
+    beta2: Fraction = 0.999,
+    epsilon: Positive = 1e-8,
+) -> Optimizer:
+    """tf.train.AdamOptimizer, with TF1's epsilon placement and bias correction in the step.
+
+    m += (g - m)(1 - b1); v += (g² - v)(1 - b2); var -= lr·sqrt(1 - b2^t)/(1 - b1^t) · m/(sqrt(v) + eps).
+    learning_rate: step size
+    beta1: decay of the first moment
+    beta2: decay of the second moment
+    epsilon: added to sqrt(v)
+    """
+    if beta1 >= 1 or beta2 >= 1:
+        raise ValueError("beta1 and beta2 must be < 1")
+
+    def init(params):
+        dtype = next(iter(params.values())).dtype if params else np.float32
+        # TF1 keeps beta^t as variables multiplied after each step, in the params' dtype
+        return {
+            "m": _like(params),
+            "v": _like(params),
+            "power": {"beta1": np.array(beta1, dtype), "beta2": np.array(beta2, dtype)},
+        }
+
+    def update(grads, state, lr):
+        p1, p2 = state["power"]["beta1"], state["power"]["beta2"]
+        dtype = p1.dtype.type
+        # constants in the parameters' dtype, as TF1's kernel computes them
+        one_minus_b1, one_minus_b2 = dtype(1) - dtype(beta1), dtype(1) - dtype(beta2)
+        alpha = dtype(lr) * np.sqrt(dtype(1) - p2) / (dtype(1) - p1)
+        updates = {}
+        for k, g in grads.items():
+            m, v = state["m"][k], state["v"][k]
+            m += (g - m) * one_minus_b1
+            v += (g * g - v) * one_minus_b2
+            updates[k] = -(m * alpha) / (np.sqrt(v) + dtype(epsilon))
+        p1 *= dtype(beta1)
+        p2 *= dtype(beta2)
+        return updates, state
+
+    return Optimizer(init, update, learning_rate)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(
+    learning_rate: Positive,
+    decay: Fraction = 0.9,
+    momentum: NonNegative = 0.0,
+    epsilon: Positive = 1e-10,
+) -> Optimizer:
+    """tf.train.RMSPropOptimizer: ms = ρ·ms + (1-ρ)·g²; mom = μ·mom + lr·g/sqrt(ms + ε); var -= mom.
+
+    As in TF1, the mean-square slot starts at ones.
+    learning_rate: step size
+    decay: ρ, the decay of the mean square
+    momentum: μ
+    epsilon: ε, added inside the square root
+    """
+
+    def init(params):
+        return {"ms": _like(params, 1.0), "mom": _like(params)}
+
+    def update(grads, state, lr):
+        updates = {}
+        for k, g in grads.items():
+            ms, mom = state["ms"][k], state["mom"][k]
+            one_minus_rho = g.dtype.type(1) - g.dtype.type(decay)
+            ms += (g * g - ms) * one_minus_rho  # TF1's kernel form of rho·ms + (1-rho)·g²
+            mom *= momentum
+            mom += (g * lr) / np.sqrt(ms + epsilon)
+            updates[k] = -mom
+        return updates, state
+
+    return Optimizer(init, update, learning_rate)
+
+
+@OPTIMIZERS.register("adagrad")
+def adagrad(learning_rate: Positive, initial_accumulator_value: Positive = 0.1) -> Optimizer:
+    """tf.train.AdagradOptimizer: accum += g²; var -= lr·g/sqrt(accum).
+
+    learning_rate: step size
+    initial_accumulator_value: starting value of the accumulator
+    """
+
+    def init(params):
+        return {"accum": _like(params, initial_accumulator_value)}
+
+    def update(grads, state, lr):
+        updates = {}
+        for k, g in grads.items():
+            a = state["accum"][k]
+            a += g * g
+            updates[k] = -(g * lr) / np.sqrt(a)
+        return updates, state
+
+    return Optimizer(init, update, learning_rate)

@@ -1,0 +1,313 @@
+"""Tables of named factories whose signatures are the config schema.
+
+A component (model, loss, optimizer, schedule, dataset, initializer) is a function
+registered under a name. Its keyword parameters are the options a config may give;
+their annotations say the type and, through `Range`/`OneOf`, the allowed values.
+`Registry.check` validates a config section against the signature and returns every
+problem at once; `Registry.build` calls the factory with checked, coerced values.
+Parameters listed in `injected` are supplied by gdtrain (e.g. a model's input size),
+never by the user.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, get_args, get_origin
+
+from .errors import ConfigError
+
+_MISSING = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numeric bounds for an option: Annotated[float, Range(gt=0)]."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def problem(self, value: float) -> str | None:
+        if self.gt is not None and not value > self.gt:
+            return f"must be > {self.gt}"
+        if self.ge is not None and not value >= self.ge:
+            return f"must be >= {self.ge}"
+        if self.lt is not None and not value < self.lt:
+            return f"must be < {self.lt}"
+        if self.le is not None and not value <= self.le:
+            return f"must be <= {self.le}"
+        return None
+
+    def describe(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt}")
+        if self.ge is not None:
+            parts.append(f">= {self.ge}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt}")
+        if self.le is not None:
+            parts.append(f"<= {self.le}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """The option must be one of these strings."""
+
+    choices: tuple[str, ...]
+
+    def __init__(self, *choices: str):
+        object.__setattr__(self, "choices", tuple(choices))
+
+    def problem(self, value: Any) -> str | None:
+        if value not in self.choices:
+            return f"must be one of {', '.join(map(repr, self.choices))}" + _suggest(
+                value, self.choices
+            )
+        return None
+
+    def describe(self) -> str:
+        return " | ".join(self.choices)
+
+
+Positive = Annotated[float, Range(gt=0)]
+NonNegative = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(gt=0, le=1)]  # decay rates: (0, 1]
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+
+
+def _suggest(word: Any, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def suggest(word: Any, choices: typing.Iterable[str]) -> str:
+    """'; did you mean X?' when a close match exists, else ''."""
+    return _suggest(word, choices)
+
+
+def type_name(annotation: Any) -> str:
+    base, constraints = _unwrap(annotation)
+    origin = get_origin(base)
+    if origin in (types.UnionType, typing.Union):
+        name = " | ".join(type_name(a) for a in get_args(base) if a is not type(None))
+        if type(None) in get_args(base):
+            name += " | null"
+    elif origin is list:
+        (item,) = get_args(base) or (Any,)
+        name = f"list[{type_name(item)}]"
+    elif origin is dict:
+        name = "mapping"
+    elif base is Any:
+        name = "any"
+    else:
+        name = getattr(base, "__name__", str(base))
+    for c in constraints:
+        name += f" ({c.describe()})"
+    return name
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list]:
+    if get_origin(annotation) is Annotated:
+        base, *extra = get_args(annotation)
+        return base, [e for e in extra if isinstance(e, (Range, OneOf))]
+    return annotation, []
+
+
+def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
+    """Check `value` against a type annotation; return (coerced value, problem)."""
+    base, constraints = _unwrap(annotation)
+    origin = get_origin(base)
+    if base is Any or base is _MISSING:
+        return value, None
+    if origin in (types.UnionType, typing.Union):
+        options = get_args(base)
+        if value is None and type(None) in options:
+            return None, None
+        problems = []
+        for option in options:
+            if option is type(None):
+                continue
+            result, problem = coerce(value, option)
+            if problem is None:
+                return _check_constraints(result, constraints)
+            problems.append(problem)
+        return value, f"expected {type_name(annotation)}, got {_show(value)}"
+    if origin is list:
+        (item,) = get_args(base) or (Any,)
+        if not isinstance(value, list):
+            return value, f"expected a list, got {_show(value)}"
+        out = []
+        for i, v in enumerate(value):
+            c, problem = coerce(v, item)
+            if problem:
+                return value, f"item {i}: {problem}"
+            out.append(c)
+        return _check_constraints(out, constraints)
+    if origin is dict or base is dict:
+        if not isinstance(value, dict):
+            return value, f"expected a mapping, got {_show(value)}"
+        return _check_constraints(value, constraints)
+    if base is bool:
+        if not isinstance(value, bool):
+            return value, f"expected true or false, got {_show(value)}"
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value, f"expected an integer, got {_show(value)}"
+        if isinstance(value, float):
+            if not value.is_integer():
+                return value, f"expected an integer, got {_show(value)}"
+            value = int(value)
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value, f"expected a number, got {_show(value)}"
+        value = float(value)
+        if not math.isfinite(value):
+            return value, f"must be a finite number, got {value}"
+    elif base is str:
+        if not isinstance(value, str):
+            return value, f"expected a string, got {_show(value)}"
+    return _check_constraints(value, constraints)
+
+
+def _check_constraints(value: Any, constraints: list) -> tuple[Any, str | None]:
+    for c in constraints:
+        problem = c.problem(value)
+        if problem:
+            return value, f"{problem}, got {_show(value)}"
+    return value, None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__} {value!r}"[:80]
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    annotation: Any
+    default: Any  # inspect.Parameter.empty when required
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING
+
+
+class Registry:
+    """A name -> factory table whose factories' signatures are the schema."""
+
+    def __init__(self, kind: str, injected: tuple[str, ...] = ()):
+        self.kind = kind
+        self.injected = set(injected)
+        self._table: dict[str, Callable] = {}
+
+    def register(self, name: str) -> Callable[[Callable], Callable]:
+        def decorate(factory: Callable) -> Callable:
+            if name in self._table:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._table[name] = factory
+            return factory
+
+        return decorate
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._table
+
+    def __iter__(self):
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def names(self) -> list[str]:
+        return sorted(self._table)
+
+    def get(self, name: str) -> Callable:
+        return self._table[name]
+
+    def options(self, name: str) -> list[Option]:
+        """User-settable options of a component, in signature order."""
+        factory = self._table[name]
+        hints = typing.get_type_hints(factory, include_extras=True)
+        docs = _param_docs(factory)
+        out = []
+        for p in inspect.signature(factory).parameters.values():
+            if p.name in self.injected or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            out.append(Option(p.name, hints.get(p.name, Any), p.default, docs.get(p.name, "")))
+        return out
+
+    def summary(self, name: str) -> str:
+        doc = inspect.getdoc(self._table[name]) or ""
+        return doc.split("\n\n")[0].replace("\n", " ")
+
+    def check(self, name: Any, options: dict, where: str) -> tuple[dict, list[str]]:
+        """Validate `options` for component `name`; return (coerced options, problems).
+
+        `where` is the dotted config path of the section (e.g. 'optimizer').
+        """
+        if not isinstance(name, str) or name not in self._table:
+            valid = ", ".join(self.names())
+            return {}, [
+                f"{where}.name: unknown {self.kind} {_show(name)}; valid: {valid}"
+                + _suggest(name, self._table)
+            ]
+        problems = []
+        known = {o.name: o for o in self.options(name)}
+        coerced = {}
+        for key, value in options.items():
+            if key not in known:
+                hint = _suggest(key, known) or (
+                    f"; {self.kind} '{name}' takes: {', '.join(known) or 'no options'}"
+                )
+                problems.append(f"{where}.{key}: unknown option for {self.kind} '{name}'{hint}")
+                continue
+            value, problem = coerce(value, known[key].annotation)
+            if problem:
+                problems.append(f"{where}.{key}: {problem}")
+            else:
+                coerced[key] = value
+        for opt in known.values():
+            if opt.required and opt.name not in options:
+                problems.append(
+                    f"{where}.{opt.name}: required by {self.kind} '{name}' "
+                    f"({type_name(opt.annotation)})"
+                )
+        return coerced, problems
+
+    def build(self, name: str, options: dict, where: str, **injected: Any) -> Any:
+        """Check then call the factory; factory ValueErrors become config errors."""
+        coerced, problems = self.check(name, options, where)
+        if problems:
+            raise ConfigError(problems)
+        try:
+            return self._table[name](**coerced, **injected)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def _param_docs(factory: Callable) -> dict[str, str]:
+    """Parameter descriptions from 'name: text' lines in the docstring."""
+    docs = {}
+    for line in (inspect.getdoc(factory) or "").splitlines():
+        head, sep, text = line.strip().partition(": ")
+        if sep and head.isidentifier():
+            docs[head] = text.strip()
+    return docs

@@ -1,0 +1,157 @@
+"""Printing a run for people: progress bar, log lines, evaluation tables, summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from .runner import Reporter
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3e}"
+    return str(value)
+
+
+class ConsoleReporter(Reporter):
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.out = Console(highlight=False, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.bar = None
+        self._last_postfix = 0.0
+
+    def start(self, info: dict) -> None:
+        if self.quiet:
+            return
+        start, total = info["start_step"], info["total_steps"]
+        self.out.print(
+            f"[bold]{info['run_dir']}[/]: {total} steps ({total / info['steps_per_epoch']:.2f} epochs "
+            f"of {info['train_examples']} examples), {info['parameters']} parameters, "
+            f"trainable {', '.join(info['trainable'])}; data loaded in {info['load_seconds']:.2f}s"
+        )
+        # a progress bar only on a terminal: no control codes in logs and pipes
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                            leave=False, file=sys.stderr)
+
+    def step(self, result) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            now = time.monotonic()
+            if now - self._last_postfix > 0.25:  # formatting every step would cost more than the step
+                self.bar.set_postfix(loss=f"{result.loss:.4g}", lr=f"{result.lr:.3g}", refresh=False)
+                self._last_postfix = now
+
+    def _print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        self.out.print(text)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def log(self, record: dict) -> None:
+        if self.quiet:
+            return
+        l2 = f"  l2 {record['l2']:.4g}" if record["l2"] else ""
+        self._print(f"step {record['step']:>7}  epoch {record['epoch']:6.2f}  loss {record['loss']:.6g}{l2}"
+                    f"  lr {record['lr']:.4g}  {record['elapsed']:.1f}s")
+
+    def evaluation(self, record: dict) -> None:
+        if self.quiet:
+            return
+        figures = "  ".join(f"{k} {_fmt(record[k])}" for k in ("loss", "accuracy", "mse") if k in record)
+        self._print(f"eval {record['step']:>7}  {record['split']} ({record['weights']} weights)  {figures}")
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self._print(text)
+
+    def warning(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        self.err.print(f"[yellow]gdtrain: warning:[/] {text}", markup=True)
+
+    def end(self, summary: dict) -> None:
+        self.close()
+        if self.quiet:
+            return
+        table = Table(title=f"{summary['run_dir']}", show_header=False, title_justify="left")
+        ev = summary["eval"]
+        rows = [
+            ("steps", f"{summary['steps']}" + (f" (resumed at {summary['resumed_from']})" if summary["resumed_from"] else "")),
+            ("final batch loss", _fmt(summary["final_loss"])),
+        ]
+        if summary["l2"]:
+            rows.append(("l2 term", _fmt(summary["l2"])))
+        label = f"{ev['split']}, {ev['weights']} weights"
+        rows.append((f"loss ({label})", _fmt(ev["loss"])))
+        if "accuracy" in ev:
+            rows.append((f"accuracy ({label})", _fmt(ev["accuracy"])))
+        if "mse" in ev:
+            rows.append((f"mse ({label})", _fmt(ev["mse"])))
+        raw = summary.get("eval_raw")
+        if raw and "accuracy" in raw:
+            rows.append((f"accuracy ({raw['split']}, raw weights)", _fmt(raw["accuracy"])))
+        rows += [
+            ("training time", f"{summary['train_seconds']:.2f}s"),
+            ("checkpoint", summary["checkpoint"]),
+        ]
+        for k, v in rows:
+            table.add_row(k, v)
+        self.out.print(table)
+        curve = sparkline([loss for _, loss in summary.get("loss_curve", [])])
+        if curve:
+            self.out.print(f"loss curve  {curve}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """The loss curve as one line of block characters (downsampled to `width`)."""
+    values = [v for v in values if v == v and abs(v) != float("inf")]
+    if len(values) < 2:
+        return ""
+    if len(values) > width:
+        step = len(values) / width
+        values = [values[int(i * step)] for i in range(width)]
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(_BLOCKS[min(7, int((v - lo) / span * 8))] for v in values) + f"  {values[0]:.4g} → {values[-1]:.4g}"
+
+
+def print_evaluation(console: Console, result: dict) -> None:
+    console.print(f"[bold]{result['checkpoint']}[/] (step {result['step']}), {result['split']} split, "
+                  f"{result['weights']} weights, {result['examples']} examples")
+    if result.get("note"):
+        console.print(f"[yellow]note:[/] {result['note']}")
+    console.print(f"loss      {_fmt(result['loss'])}")
+    if "mse" in result:
+        console.print(f"mse       {_fmt(result['mse'])}")
+    if "accuracy" in result:
+        console.print(f"accuracy  {result['accuracy']:.4f}")
+        confusion = result["confusion"]
+        k = len(confusion)
+        table = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+        table.add_column("class", justify="right")
+        for j in range(k):
+            table.add_column(str(j), justify="right")
+        table.add_column("accuracy", justify="right")
+        for i in range(k):
+            acc = result["per_class_accuracy"][i]
+            table.add_row(str(i), *[str(c) for c in confusion[i]], "-" if acc is None else f"{acc:.4f}")
+        console.print(table)

@@ -1,0 +1,317 @@
+"""Driving a run: resume or start, the loop's schedule of logs, evaluations and
+checkpoints, signals, and the smoke check. Reports through a `Reporter`; never prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint
+from .config import classify_drift, config_hash, dump_yaml, run_dir
+from .data import Dataset, head, load_dataset
+from .errors import (
+    CheckFailed,
+    CheckpointError,
+    ConfigError,
+    DivergedError,
+    GdtrainError,
+    Interrupted,
+)
+from .evaluate import evaluate
+from .rundir import RunDir, write_text_atomic
+from .train import StepResult, Trainer
+
+
+class Reporter:
+    """What the loop tells the outside world; the CLI subclasses it to print."""
+
+    def start(self, info: dict) -> None: ...
+    def step(self, result: StepResult) -> None: ...
+    def log(self, record: dict) -> None: ...
+    def evaluation(self, record: dict) -> None: ...
+    def message(self, text: str) -> None: ...
+    def warning(self, text: str) -> None: ...
+    def end(self, summary: dict) -> None: ...
+
+
+@dataclass
+class RunOptions:
+    restart: bool = False
+    allow_config_change: bool = False
+    handle_signals: bool = True
+
+
+@dataclass
+class _Signals:
+    """SIGINT/SIGTERM only raise a flag: the step in progress finishes, then we save."""
+
+    received: int | None = None
+    previous: dict = field(default_factory=dict)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        # a second signal while saving changes nothing: the flag is already up
+        if self.received is None:
+            self.received = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+
+def _checkpoint_meta(trainer: Trainer, config: dict, elapsed: float) -> dict:
+    return {
+        "config": config,
+        "config_hash": config_hash(config),
+        "data_position": trainer.stream.position(trainer.step_count),
+        "total_steps": trainer.total_steps,
+        "elapsed": elapsed,
+        "created": time.time(),
+    }
+
+
+def _evaluate(trainer: Trainer, split_name: str, weights: str = "ema") -> dict:
+    ds = trainer.dataset
+    split = ds.split(split_name)
+    if split is None:
+        split_name, split = "train", ds.train
+    result = evaluate(trainer.model, trainer.loss, trainer.eval_params(weights), split, ds.num_classes)
+    result["split"] = split_name
+    result["weights"] = "ema" if (weights == "ema" and trainer.ema is not None) else "raw"
+    return result
+
+
+def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
+            reporter: Reporter) -> tuple[int, float]:
+    """Load the newest good checkpoint into `trainer`; return (step, elapsed)."""
+    found = checkpoint.newest_good(rd.checkpoints, trainer.state_shapes(), reporter.warning)
+    if found is None:
+        raise CheckpointError(
+            f"{rd.checkpoints}: checkpoints exist but none is usable; "
+            "run `gdtrain verify` for details, or --restart to start over"
+        )
+    path, arrays, meta = found
+    saved = meta.get("config")
+    if isinstance(saved, dict):
+        refused, guarded, allowed = classify_drift(saved, config)
+        if refused:
+            raise ConfigError(
+                [f"{k}: {a!r} -> {b!r}" for k, a, b in refused]
+                + [f"these keys cannot change on resume ({rd.path}); use --restart or a new run.name"]
+            )
+        if guarded and not opts.allow_config_change:
+            raise ConfigError(
+                [f"{k}: {a!r} -> {b!r}" for k, a, b in guarded]
+                + ["changing the optimizer, schedule, l2 or ema of a run needs --allow-config-change"]
+            )
+        for k, a, b in guarded + allowed:
+            reporter.message(f"config change on resume: {k}: {a!r} -> {b!r}")
+    step = int(meta["step"])
+    trainer.load_state(arrays, step)
+    reporter.message(f"resuming {rd.path} from step {step} ({path.name})")
+    return step, float(meta.get("elapsed", 0.0))
+
+
+def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | None = None,
+          dataset: Dataset | None = None) -> dict:
+    """Run (or resume) the training a resolved config describes; return the summary."""
+    reporter = reporter or Reporter()
+    opts = opts or RunOptions()
+    t_load = time.perf_counter()
+    if dataset is None:
+        dataset = load_dataset(config["data"], config["run"]["dtype"])
+    load_seconds = time.perf_counter() - t_load
+    trainer = Trainer(config, dataset)
+    train_cfg = config["train"]
+
+    rd = RunDir(run_dir(config))
+    rd.ensure_writable()
+    rd.lock()
+    signals = _Signals()
+    try:
+        removed = checkpoint.clean_temporaries(rd.checkpoints)
+        for p in removed:
+            reporter.warning(f"removed {p.name}, left by an interrupted save")
+        start_step, elapsed_before = 0, 0.0
+        if opts.restart:
+            for p in checkpoint.list_checkpoints(rd.checkpoints):
+                p.unlink()
+            (rd.checkpoints / checkpoint.POINTER).unlink(missing_ok=True)
+            rd.metrics.unlink(missing_ok=True)
+        elif checkpoint.list_checkpoints(rd.checkpoints):
+            start_step, elapsed_before = _resume(trainer, rd, config, opts, reporter)
+            rd.truncate_metrics(start_step)
+        elif rd.metrics.exists():
+            rd.metrics.unlink()  # a log without any checkpoint belongs to no resumable run
+        write_text_atomic(rd.config_file, dump_yaml(config))
+
+        total = trainer.total_steps
+        info = {
+            "run_dir": str(rd.path), "start_step": start_step, "total_steps": total,
+            "train_examples": len(dataset.train), "parameters": trainer.model.parameter_count(),
+            "trainable": trainer.trainable, "steps_per_epoch": trainer.stream.steps_per_epoch,
+            "load_seconds": load_seconds,
+        }
+        reporter.start(info)
+        rd.set_status("running", step=start_step, total_steps=total)
+        if opts.handle_signals:
+            signals.install()
+
+        t0 = time.perf_counter()
+        log_every, eval_every = train_cfg["log_every"], train_cfg["eval_every"]
+        ckpt_every = train_cfg["checkpoint_every"]
+        last_saved = start_step if start_step else None
+        result = None
+        last_eval = None
+
+        def elapsed() -> float:
+            return elapsed_before + time.perf_counter() - t0
+
+        def save() -> None:
+            nonlocal last_saved
+            bad = trainer.non_finite()
+            if bad:
+                raise DivergedError(trainer.divergence_message(trainer.step_count - 1, f"{bad} is not finite"))
+            checkpoint.save(rd.checkpoints, trainer.step_count, trainer.state_arrays(),
+                            _checkpoint_meta(trainer, config, elapsed()), train_cfg["keep_checkpoints"])
+            last_saved = trainer.step_count
+
+        try:
+            while trainer.step_count < total:
+                result = trainer.step()
+                step = result.step
+                reporter.step(result)
+                if log_every and (step % log_every == 0 or step == total):
+                    record = {"event": "train", "step": step, "loss": result.loss,
+                              "l2": trainer.l2_term(), "lr": result.lr,
+                              "epoch": step / trainer.stream.steps_per_epoch,
+                              "elapsed": round(elapsed(), 4)}
+                    rd.log(record)
+                    reporter.log(record)
+                if eval_every and step % eval_every == 0 and step != total:
+                    last_eval = _evaluate(trainer, train_cfg["eval_split"])
+                    record = {"event": "eval", "step": step, **_brief(last_eval), "elapsed": round(elapsed(), 4)}
+                    rd.log(record)
+                    reporter.evaluation(record)
+                if ckpt_every and step % ckpt_every == 0 and step != total:
+                    save()
+                if signals.received is not None:
+                    if last_saved != step:
+                        save()
+                    name = signal.Signals(signals.received).name
+                    rd.set_status("interrupted", step=step, total_steps=total, signal=name)
+                    raise Interrupted(
+                        f"{name} at step {step}/{total}: checkpoint saved in {rd.checkpoints}; "
+                        f"run the same command again to resume",
+                        signals.received,
+                    )
+        except DivergedError as exc:
+            rd.set_status("diverged", step=trainer.step_count, total_steps=total, error=str(exc))
+            raise
+
+        if last_saved != trainer.step_count:
+            save()
+        final = _evaluate(trainer, train_cfg["eval_split"])
+        record = {"event": "eval", "step": trainer.step_count, **_brief(final), "elapsed": round(elapsed(), 4)}
+        rd.log(record)
+        reporter.evaluation(record)
+        raw = _evaluate(trainer, train_cfg["eval_split"], "raw") if trainer.ema is not None else None
+        summary = {
+            "run_dir": str(rd.path), "steps": trainer.step_count, "total_steps": total,
+            "resumed_from": start_step, "final_loss": result.loss if result else None,
+            "l2": trainer.l2_term(), "eval": final, "eval_raw": raw,
+            "train_seconds": time.perf_counter() - t0, "elapsed": elapsed(),
+            "load_seconds": load_seconds,
+            "checkpoint": str(rd.checkpoints / checkpoint.checkpoint_name(trainer.step_count)),
+            "loss_curve": [(r["step"], r["loss"]) for r in rd.read_metrics() if r.get("event") == "train"],
+        }
+        rd.set_status("finished", step=trainer.step_count, total_steps=total, eval=_brief(final),
+                      elapsed=summary["elapsed"])
+        reporter.end(summary)
+        summary["trainer"] = trainer
+        return summary
+    except GdtrainError as exc:
+        if not isinstance(exc, (Interrupted, DivergedError)) and rd.status_file.exists():
+            status = rd.read_status().get("status")
+            if status == "running":
+                rd.set_status("failed", error=str(exc))
+        raise
+    finally:
+        signals.restore()
+        rd.unlock()
+
+
+def _brief(result: dict) -> dict:
+    keys = ("split", "weights", "loss", "accuracy", "mse", "examples")
+    return {k: result[k] for k in keys if k in result}
+
+
+# ---------------------------------------------------------------- smoke check
+
+SMOKE_STEPS = 12
+SMOKE_RESUME_AT = 5
+
+
+def smoke(config: dict, reporter: Reporter | None = None) -> str:
+    """Train a few steps on a slice, save, resume, evaluate; CheckFailed on any problem.
+
+    Returns the one-line summary. Runs in a temporary directory; nothing of the real
+    run directory is touched.
+    """
+    reporter = reporter or Reporter()
+    t0 = time.perf_counter()
+    full = load_dataset(config["data"], config["run"]["dtype"])
+    rows = max(512, 4 * config["train"]["batch_size"])
+    dataset = head(full, rows, 256)
+    with tempfile.TemporaryDirectory(prefix="gdtrain-smoke-") as tmp:
+        cfg = copy.deepcopy(config)
+        cfg["run"]["dir"] = tmp
+        cfg["train"].update(steps=SMOKE_STEPS, epochs=None, log_every=0, eval_every=0,
+                            checkpoint_every=SMOKE_RESUME_AT, keep_checkpoints=SMOKE_STEPS)
+        quiet = RunOptions(handle_signals=False)
+        cfg["run"]["name"] = "straight"
+        straight = train(cfg, Reporter(), quiet, dataset)
+        # resume: a copy of the straight run cut back to its step-SMOKE_RESUME_AT checkpoint
+        cut = Path(tmp) / "resumed"
+        shutil.copytree(Path(tmp) / "straight", cut)
+        for p in checkpoint.list_checkpoints(cut / "checkpoints"):
+            if checkpoint.step_of(p) != SMOKE_RESUME_AT:
+                p.unlink()
+        (cut / "checkpoints" / checkpoint.POINTER).write_text(
+            checkpoint.checkpoint_name(SMOKE_RESUME_AT) + "\n")
+        cfg["run"]["name"] = "resumed"
+        resumed = train(cfg, Reporter(), quiet, dataset)
+
+        problems = []
+        if resumed["resumed_from"] != SMOKE_RESUME_AT:
+            problems.append(f"resume started at step {resumed['resumed_from']}, not {SMOKE_RESUME_AT}")
+        a = straight["trainer"].state_arrays()
+        b = resumed["trainer"].state_arrays()
+        differ = [k for k in a if not np.array_equal(a[k], b[k])]
+        if differ:
+            problems.append(f"resumed run differs from the uninterrupted one in {', '.join(differ)}")
+        loss = straight["final_loss"]
+        if loss is None or not np.isfinite(loss):
+            problems.append(f"final training loss is {loss}")
+        ev = straight["eval"]
+        if not np.isfinite(ev["loss"]):
+            problems.append(f"evaluation loss is {ev['loss']}")
+        seconds = time.perf_counter() - t0
+        figure = f"accuracy {ev['accuracy']:.4f}" if "accuracy" in ev else f"mse {ev.get('mse', ev['loss']):.4g}"
+        if problems:
+            raise CheckFailed("smoke check failed: " + "; ".join(problems))
+        return (f"smoke ok: {SMOKE_STEPS} steps on {len(dataset.train)} examples, loss {loss:.4g}, "
+                f"{figure} on {ev['examples']} {ev['split']} examples, resume from step "
+                f"{SMOKE_RESUME_AT} bit-identical, {seconds:.1f}s")
