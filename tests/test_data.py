@@ -167,14 +167,18 @@ def test_real_mnist_shapes_range_and_label_counts(real_mnist):
 
 
 def test_real_mnist_cache_gives_identical_data(real_mnist, monkeypatch):
-    first = mnist.mnist(dir=str(real_mnist), validation=5000)
+    mnist.load_idx_dir(real_mnist, "")  # builds the cache unless an earlier test did
     assert len(cache_files(real_mnist)) == 1
+    sources = mnist.find_files(real_mnist, "")
+    decoded = {part: read_idx(path) for part, path in sources.items()}
     monkeypatch.setattr(mnist, "read_idx", _no_decoding)
-    second = mnist.mnist(dir=str(real_mnist), validation=5000)
-    assert len(second.train) == 55000 and len(second.validation) == 5000
-    for name in ("train", "validation", "test"):
-        np.testing.assert_array_equal(first.split(name).x, second.split(name).x)
-        np.testing.assert_array_equal(first.split(name).y, second.split(name).y)
+    cached = mnist.load_idx_dir(real_mnist, "")
+    for part in decoded:
+        assert cached[part].dtype == np.uint8
+        np.testing.assert_array_equal(cached[part], decoded[part])
+    ds = mnist.mnist(dir=str(real_mnist), validation=5000)
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (55000, 5000, 10000)
+    np.testing.assert_array_equal(ds.validation.y, decoded["y_train"][:5000])
 
 
 def _no_decoding(path, ndim=None):
@@ -219,7 +223,9 @@ def test_mnist_missing_files_lists_names_directory_and_remedy(tmp_path):
     assert "t10k-labels-idx1-ubyte[.gz] or t10k-labels.idx1-ubyte[.gz]" in message
     assert str(tmp_path) in message and "cp ../shared/datasets/mnist/*.gz" in message
     assert "train-images" not in message
-    with pytest.raises(DataError, match="directory does not exist.*zalandoresearch"):
+    with pytest.raises(
+        DataError, match="absent: no such directory; it should hold.*zalandoresearch"
+    ):
         mnist.fashion_mnist(dir=str(tmp_path / "absent"))
 
 
@@ -490,7 +496,9 @@ CSV_ERRORS = {
     "empty file": ("", {}, "empty file"),
     "blank lines only": ("\n\n", {}, "empty file"),
     "header only": ("a,b\n", {}, "no data rows"),
-    "NaN feature": ("1,2,0\n3,nan,1\n", {}, ":2: features, column 1: non-finite value nan"),
+    "NaN feature": ("1,2,0\n3,nan,1\n", {}, ":2: column 2: non-finite value nan"),
+    "inf target": ("1,0.5\n3,-inf\n", {}, ":2: column 2 \\(a label\\): non-finite value -inf"),
+    "empty first cell": ("1,,3\n4,5,6\n", {}, ":1: column 2: '' is not a number"),
     "one column": ("1\n2\n", {}, "1 columns but label_columns is 1"),
     "fractional class": ("1,0.5\n", {"labels": "class"}, ":1: label 0.5 is not a whole number"),
     "negative class": ("1,2\n3,-1\n", {}, r":2: class label -1"),

@@ -153,7 +153,7 @@ def _targets(y: np.ndarray, what: str, dtype: DTypeLike) -> np.ndarray:
     if y.ndim != 2:
         raise DataError(f"{what} has shape {y.shape}; expected (N,) or (N, K) targets")
     targets = _contiguous(y, dtype)
-    _check_finite(targets, y, lambda i: f"{what} row {i}")
+    _check_finite(targets, y, lambda i, j: f"{what} row {i}, column {j}")
     return targets
 
 
@@ -171,7 +171,7 @@ def _features(x: np.ndarray, what: str, dtype: DTypeLike) -> np.ndarray:
     if len(x) == 0:
         raise DataError(f"{what} has no rows; expected at least one example")
     out = _contiguous(x, dtype)
-    _check_finite(out, x, lambda i: f"{what} row {i}")
+    _check_finite(out, x, lambda i, j: f"{what} row {i}, column {j}")
     return out
 
 
@@ -193,7 +193,7 @@ def _same_width(a: np.ndarray, b: np.ndarray, what: str) -> None:
 def _check_finite(converted: np.ndarray, original: np.ndarray, where) -> None:
     """Refuse NaN/inf, including finite values that overflow the target dtype.
 
-    `where(i)` names row i in the message.
+    `where(i, j)` names the cell at row i, column j (0-based) in the message.
     """
     bad = ~np.isfinite(converted)
     if not bad.any():
@@ -204,7 +204,7 @@ def _check_finite(converted: np.ndarray, original: np.ndarray, where) -> None:
         problem = f"value {value!r} overflows {converted.dtype}"
     else:
         problem = f"non-finite value {float(value)}"
-    raise DataError(f"{where(i)}, column {j}: {problem}; expected finite numbers")
+    raise DataError(f"{where(i, j)}: {problem}; expected finite numbers")
 
 
 def _contiguous(a: np.ndarray, dtype: DTypeLike) -> np.ndarray:
@@ -304,14 +304,19 @@ def csv_dataset(
 def _table_features(table: _Table, path: str, label_columns: int, dtype: DTypeLike) -> np.ndarray:
     features = table.values[:, :-label_columns]
     x = _contiguous(features, dtype)
-    _check_finite(x, features, lambda i: f"{path}:{table.lines[i]}: features")
+    _check_finite(x, features, lambda i, j: f"{path}:{table.lines[i]}: column {j + 1}")
     return x
 
 
 def _table_targets(table: _Table, path: str, label_columns: int, dtype: DTypeLike) -> np.ndarray:
     targets = table.values[:, -label_columns:]
     y = _contiguous(targets, dtype)
-    _check_finite(y, targets, lambda i: f"{path}:{table.lines[i]}: label columns")
+    first = table.columns - label_columns + 1  # 1-based column of the first label
+
+    def where(i: int, j: int) -> str:
+        return f"{path}:{table.lines[i]}: column {first + j} (a label)"
+
+    _check_finite(y, targets, where)
     return y
 
 
@@ -362,7 +367,7 @@ def _row_blocks(
             raise DataError(f"{path}: empty file; expected rows of numbers")
         first_line, first_row = first
         width = len(first_row)
-        skip_first = header == "yes" or (header == "auto" and not _is_numeric(first_row))
+        skip_first = header == "yes" or (header == "auto" and _has_text(first_row))
         origin = f"the {'header' if skip_first else 'first row'} on line {first_line}"
         block, block_lines = ([], []) if skip_first else ([first_row], [first_line])
         for line, row in rows:
@@ -401,6 +406,11 @@ def _open_text(path: str):
         raise DataError(f"{path}: is a directory; expected a CSV file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _has_text(row: list[str]) -> bool:
+    """A non-numeric, non-empty cell: a header row (an empty cell alone is a data error)."""
+    return not _is_numeric([cell for cell in row if cell.strip()])
 
 
 def _is_numeric(row: list[str]) -> bool:

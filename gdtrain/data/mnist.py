@@ -114,8 +114,8 @@ def find_files(directory: str | os.PathLike, how_to_get: str) -> dict[str, Path]
             found[part] = path
     if missing:
         where = str(root) if root.is_absolute() else f"{root} (under {Path.cwd()})"
-        state = "" if root.is_dir() else " (the directory does not exist)"
-        raise DataError(f"{where}: missing {'; '.join(missing)}{state}; {how_to_get}")
+        problem = "missing" if root.is_dir() else "no such directory; it should hold"
+        raise DataError(f"{where}: {problem} {'; '.join(missing)}; {how_to_get}")
     return found
 
 
