@@ -101,31 +101,53 @@ def save(directory: str | Path, step: int, arrays: dict[str, np.ndarray], meta: 
     meta = dict(meta, format=FORMAT_VERSION, step=step,
                 arrays={k: array_digest(v) for k, v in arrays.items()})
     blob = np.frombuffer(json.dumps(meta, sort_keys=True, allow_nan=False).encode(), np.uint8)
+    existed = path.exists()
     try:
+        _op("mkdir")
         directory.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, lambda f: np.savez(f, **arrays, **{META_KEY: blob}), "checkpoint")
         _write_atomic(directory / POINTER, lambda f: f.write(path.name.encode() + b"\n"), "pointer")
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if exc.errno == errno.ENOSPC:
-            reason = "no space left on device"
-        raise RunDirError(
-            f"could not save checkpoint {path}: {reason}; the previous checkpoint is untouched"
-        ) from None
+        # All or nothing: a checkpoint renamed into place whose pointer could not follow
+        # is taken back, so the directory is exactly as before the save (and, on a full
+        # disk, its space is returned). A file of that name that predates us stays, and
+        # so does one the pointer already names (only the final directory fsync failed).
+        pointed = read_pointer(directory) == path.name
+        if not existed and not pointed:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        state = ("the checkpoint is written but may not be durable" if pointed else
+                 "the previous checkpoint and the latest pointer are untouched")
+        raise RunDirError(f"could not save checkpoint {path}: {describe_os_error(exc)}; {state}") from None
     prune(directory, keep)
     return path
 
 
+def describe_os_error(exc: OSError) -> str:
+    """'no space left on device (ENOSPC)': the reason a person can act on, and its errno name."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    name = errno.errorcode.get(exc.errno or 0)
+    return f"{reason} ({name})" if name else reason
+
+
 def prune(directory: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (never the one `latest` names)."""
+    """Delete all but the newest `keep` checkpoints (never the one `latest` names).
+
+    Pruning only frees space: a deletion that fails is left for the next save to retry
+    and never fails the save that has just succeeded.
+    """
     current = read_pointer(directory)
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
         if old.name == current:
             continue
-        _op("delete old checkpoint")
         try:
+            _op("delete old checkpoint")
             old.unlink()
-        except FileNotFoundError:
+        except OSError:
             pass
 
 
@@ -181,9 +203,8 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
     out: dict[str, np.ndarray] = {}
     total = 0
     with zf:
+        _check_members(path, zf.infolist(), expected is not None)
         for info in zf.infolist():
-            if not _MEMBER.match(info.filename) or ".." in info.filename:
-                raise CheckpointError(f"{path}: unexpected member {info.filename!r}")
             name = info.filename[:-4]
             if expected is not None and name not in expected and name != META_KEY:
                 raise CheckpointError(f"{path}: unexpected array {name!r}")
@@ -201,6 +222,8 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
                         raise CheckpointError(
                             f"{path}: array {name!r} has dtype {dtype}; only plain numbers are allowed"
                         )
+                    if any(d < 0 for d in shape):
+                        raise CheckpointError(f"{path}: array {name!r} declares shape {tuple(shape)}")
                     if expected is not None and name in expected and tuple(shape) != tuple(expected[name]):
                         raise CheckpointError(
                             f"{path}: array {name!r} has shape {tuple(shape)}, expected {tuple(expected[name])}"
@@ -217,7 +240,9 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
                     data = f.read(nbytes)
             except CheckpointError:
                 raise
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+            # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, RuntimeError,
+                    NotImplementedError) as exc:
                 raise CheckpointError(f"{path}: array {name!r} is damaged ({exc})") from None
             if len(data) != nbytes:
                 raise CheckpointError(f"{path}: array {name!r} is truncated")
@@ -227,8 +252,48 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
     return out
 
 
+def _check_members(path: Path, members: list[zipfile.ZipInfo], shapes_known: bool) -> None:
+    """Refuse, before reading any data, members that are not plain .npy arrays, names
+    given twice (which one would win?), and sizes the file cannot hold.
+
+    An uncompressed member yields no more bytes than it occupies on disk, so when the
+    stored sizes add up to at most the file's size, reading it cannot allocate more
+    than the file is. A compressed member (np.savez_compressed) may expand, so it is
+    accepted only when the caller knows every array's shape, which bounds the bytes;
+    gdtrain's own checkpoints are never compressed.
+    """
+    seen: set[str] = set()
+    stored = 0
+    for info in members:
+        if not _MEMBER.match(info.filename) or ".." in info.filename:
+            raise CheckpointError(f"{path}: unexpected member {info.filename!r}; expected only .npy arrays")
+        if info.filename in seen:
+            raise CheckpointError(f"{path}: member {info.filename!r} appears twice")
+        seen.add(info.filename)
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.compress_size != info.file_size:
+                raise CheckpointError(
+                    f"{path}: member {info.filename!r} declares {info.file_size} bytes but occupies "
+                    f"{info.compress_size} (forged or damaged)")
+            stored += info.compress_size
+        elif not shapes_known:
+            raise CheckpointError(
+                f"{path}: member {info.filename!r} is compressed; gdtrain checkpoints never are")
+    size = path.stat().st_size
+    if stored > size:
+        raise CheckpointError(
+            f"{path}: members declare {stored} bytes but the file has {size} (forged or truncated)")
+
+
 def _reject_constant(token: str):
     raise ValueError(f"non-finite number {token}")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # '1e999' parses to inf without ever saying 'Infinity'
+        raise ValueError(f"number {token} is out of range")
+    return value
 
 
 def load(path: str | Path, expected: dict[str, tuple] | None = None) -> tuple[dict, dict]:
@@ -238,9 +303,12 @@ def load(path: str | Path, expected: dict[str, tuple] | None = None) -> tuple[di
     if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
         raise CheckpointError(f"{path}: no metadata; not a gdtrain checkpoint")
     try:
-        meta = json.loads(blob.tobytes().decode("utf-8"), parse_constant=_reject_constant)
+        meta = json.loads(blob.tobytes().decode("utf-8"), parse_constant=_reject_constant,
+                          parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: metadata is nested too deeply to be gdtrain's") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("arrays"), dict):
         raise CheckpointError(f"{path}: metadata lacks the array list")
     version = meta.get("format")
@@ -289,16 +357,25 @@ def resolve_path(target: str | Path) -> Path:
 
 
 def newest_good(directory: str | Path, expected: dict[str, tuple] | None,
-                warn: Callable[[str], None]) -> tuple[Path, dict, dict] | None:
-    """The newest checkpoint that verifies, warning about each damaged one skipped."""
-    directory = Path(directory)
-    candidates = list_checkpoints(directory)[::-1]
-    pointed = read_pointer(directory)
-    if pointed:
-        candidates.sort(key=lambda p: p.name != pointed)  # stable: pointer first
-    for path in candidates:
+                warn: Callable[[str], None],
+                accept: Callable[[Path, dict, dict], None] | None = None,
+                ) -> tuple[Path, dict, dict] | None:
+    """The newest checkpoint that verifies, warning about each damaged one skipped.
+
+    Newest by step, not by the `latest` pointer: a save killed between renaming its
+    checkpoint into place and replacing the pointer leaves a newer checkpoint that is
+    complete (it was fsynced before the rename) and verifies, so no saved progress is
+    thrown away. `accept(path, arrays, meta)` may reject a verified checkpoint by
+    raising CheckpointError (it is then skipped like a damaged one); any other
+    exception it raises stops the search.
+    """
+    for path in list_checkpoints(directory)[::-1]:
         try:
             arrays, meta = load(path, expected)
+            if meta["step"] != step_of(path):
+                raise CheckpointError(f"{path}: holds step {meta['step']}, not the step its name says")
+            if accept is not None:
+                accept(path, arrays, meta)
         except CheckpointError as exc:
             warn(f"skipping damaged checkpoint: {exc}")
             continue

@@ -50,8 +50,9 @@ def handles_errors(command):
             _fail("interrupted", 130)
         except BrokenPipeError:
             raise typer.Exit(1) from None
-        except MemoryError:
-            _fail("out of memory", 2)
+        except MemoryError as exc:
+            # numpy says what it tried: "Unable to allocate 7.3 TiB for an array with shape ..."
+            _fail(_escape(f"out of memory: {exc}" if str(exc) else "out of memory"), 2)
 
     return wrapper
 
@@ -137,7 +138,18 @@ def eval_(
     target: Annotated[Path, typer.Argument(help="Run directory or checkpoint file.")],
     split: Annotated[str, typer.Option(help="test, train or validation.")] = "test",
     weights: Annotated[str, typer.Option(help="ema (default when the run has them) or raw.")] = "ema",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON (with --watch: one line each).")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Score each checkpoint as it is saved; stop when the run stops.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --watch: seconds to wait for a new checkpoint, then give up.")
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(help="With --watch: seconds between looks for new checkpoints.")
+    ] = 2.0,
 ):
     """Score a run's newest checkpoint (or a given checkpoint) on a split."""
     from .errors import ConfigError
@@ -147,6 +159,15 @@ def eval_(
         raise ConfigError(f"--split: expected test, train or validation, got {split!r}")
     if weights not in ("ema", "raw"):
         raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
+    if not watch and timeout is not None:
+        raise ConfigError("--timeout goes with --watch")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--timeout: expected a positive number of seconds, got {timeout}")
+    if not interval > 0:
+        raise ConfigError(f"--interval: expected a positive number of seconds, got {interval}")
+    if watch:
+        _watch(target, split, weights, as_json, timeout, interval)
+        return
     result = evaluate_checkpoint(target, split, weights)
     if as_json:
         print(json.dumps(result, indent=1))
@@ -154,6 +175,35 @@ def eval_(
     from .report import print_evaluation
 
     print_evaluation(_console(), result)
+
+
+def _watch(target: Path, split: str, weights: str, as_json: bool, timeout: float | None,
+           interval: float) -> None:
+    """`eval --watch`: one line per checkpoint on stdout, flushed, as each is scored."""
+    from .errors import CheckpointError
+    from .evaluate import headline
+    from .inspect_run import WatchTimeout, watch
+
+    err = _console(stderr=True)
+
+    def warn(text: str) -> None:
+        err.print(f"[yellow]gdtrain: warning:[/] {_escape(text)}", markup=True)
+
+    if not (target / "checkpoints").is_dir():
+        warn(f"waiting for {target} to save checkpoints")
+    try:
+        for result in watch(target, split, weights, timeout, interval, warn):
+            if as_json:
+                print(json.dumps(result), flush=True)
+                continue
+            name, value = headline(result)
+            print(f"step {result['step']:>8}  {Path(result['checkpoint']).name}  {result['split']} "
+                  f"({result['weights']} weights)  loss {result['loss']:.6g}  {name} {value:.4f}", flush=True)
+    except WatchTimeout as exc:
+        if not exc.evaluated:
+            raise CheckpointError(
+                f"{target}: no checkpoint to evaluate appeared within {exc.seconds:g}s") from None
+        err.print(f"gdtrain: stopped watching {target}: {exc}")
 
 
 # ---------------------------------------------------------------- check, verify
@@ -164,13 +214,26 @@ def eval_(
 def check(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     set_: SetOption = None,
+    no_data: Annotated[
+        bool, typer.Option("--no-data", help="Check the config alone: do not load the data or build the model.")
+    ] = False,
 ):
-    """Validate a config without training and print it resolved, every default filled in."""
+    """Validate a config without training and print it resolved, every default filled in.
+
+    Unless --no-data, also loads the data and builds the model, loss and optimizer, so that
+    what only the data can tell (a loss that does not fit the labels, model.init.from arrays
+    of the wrong shape, a damaged data file) is found before a run.
+    """
     from .config import dump_yaml
 
     cfg = _load_config(config, set_)
+    if not no_data:
+        from .data import load_dataset
+        from .train import Trainer
+
+        Trainer(cfg, load_dataset(cfg["data"], cfg["run"]["dtype"]))
     sys.stdout.write(dump_yaml(cfg))
-    _console(stderr=True).print(f"{config}: ok")
+    _console(stderr=True).print(f"{config}: ok" + (" (config only)" if no_data else ""))
 
 
 @app.command()
@@ -189,14 +252,214 @@ def verify(target: Annotated[Path, typer.Argument(help="Run directory.")]):
     for path in found:
         try:
             _, meta = checkpoint.load(path)
+            if meta["step"] != checkpoint.step_of(path):
+                raise CheckpointError(f"{path}: holds step {meta['step']}, not the step its name says")
             console.print(f"[green]good[/]  {path}  step {meta['step']}, {len(meta['arrays'])} arrays")
         except CheckpointError as exc:
             bad += 1
             console.print(f"[red]BAD[/]   {_escape(str(exc))}")
     pointer = checkpoint.read_pointer(directory)
+    if pointer and not (directory / pointer).is_file():
+        pointer += " (missing: a resume uses the newest good checkpoint)"
     console.print(f"latest -> {pointer or '(no pointer)'}; {len(found) - bad} good, {bad} damaged")
+    leftovers = sorted(p.name for p in directory.iterdir() if p.name.startswith(checkpoint.TMP_PREFIX))
+    if leftovers:
+        console.print(f"{len(leftovers)} temporary file(s) left by an interrupted save, ignored and "
+                      f"removed by the next run: {', '.join(leftovers)}")
     if bad:
         raise CheckFailed(f"{bad} of {len(found)} checkpoints in {directory} are damaged")
+
+
+# ---------------------------------------------------------------- looking at runs: runs, plot, plan, ...
+
+WeightsOption = Annotated[str, typer.Option(help="ema (default when the run has them) or raw.")]
+
+
+def _check_weights(weights: str) -> None:
+    from .errors import ConfigError
+
+    if weights not in ("ema", "raw"):
+        raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
+
+
+@app.command("runs")
+@handles_errors
+def runs_(
+    directory: Annotated[
+        Path, typer.Argument(help="Directory of run directories, or one run.")
+    ] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+):
+    """A table of runs: status, step / total, last loss, last and best evaluation, wall time."""
+    from .runs_table import table
+
+    rows = table(directory)
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        _console(stderr=True).print(f"{_escape(str(directory))}: no runs")
+        return
+    from .views import render_runs
+
+    render_runs(_console(), rows)
+
+
+@app.command()
+@handles_errors
+def plot(
+    runs: Annotated[
+        list[Path], typer.Argument(metavar="RUN...", help="Run directories; several are overlaid.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Image file, .png/.svg/.pdf (default curves.png, boundary.png "
+                     "or confusion.png)."),
+    ] = None,
+    boundary: Annotated[
+        bool, typer.Option("--boundary", help="Decision boundary (0.5 contour) over the training points.")
+    ] = False,
+    confusion: Annotated[bool, typer.Option("--confusion", help="Confusion matrix as a heat map.")] = False,
+    split: Annotated[str, typer.Option(help="With --confusion: test, train or validation.")] = "test",
+    weights: WeightsOption = "ema",
+):
+    """Learning curves (loss, evaluation metric, learning rate) of runs, or --boundary / --confusion."""
+    from .errors import ConfigError
+    from .plots import image_size, plot_boundary, plot_confusion, plot_curves
+
+    if boundary and confusion:
+        raise ConfigError("--boundary and --confusion make different pictures; give one")
+    if split not in ("test", "train", "validation"):
+        raise ConfigError(f"--split: expected test, train or validation, got {split!r}")
+    _check_weights(weights)
+    if boundary:
+        path = plot_boundary(runs, out or Path("boundary.png"), weights)
+    elif confusion:
+        path = plot_confusion(runs, out or Path("confusion.png"), split, weights)
+    else:
+        path = plot_curves(runs, out or Path("curves.png"))
+    size = image_size(path)
+    print(f"wrote {path}" + (f" ({size[0]}x{size[1]} pixels)" if size else ""))
+
+
+@app.command()
+@handles_errors
+def plan(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+):
+    """What a run will do, without training: sizes, memory, learning rates, EMA, saves, resume."""
+    from .plan import make_plan
+
+    result = make_plan(_load_config(config, set_))
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    from .views import render_plan
+
+    render_plan(_console(), result)
+
+
+@app.command()
+@handles_errors
+def gradcheck(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: SetOption = None,
+    batch: Annotated[
+        int, typer.Option(min=1, help="Examples in the batch (the first of the training set).")
+    ] = 8,
+    entries: Annotated[int, typer.Option(min=1, help="Entries checked per parameter (all if fewer).")] = 20,
+    tolerance: Annotated[float, typer.Option(help="Largest relative error that passes.")] = 1e-6,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+):
+    """Check the model + loss + L2 gradient against float64 central differences; exit 1 if off."""
+    from .errors import CheckFailed, ConfigError
+    from .gradcheck import gradcheck as check_gradients
+
+    if not tolerance > 0:
+        raise ConfigError(f"--tolerance: expected a positive number, got {tolerance}")
+    result = check_gradients(_load_config(config, set_), batch=batch, entries=entries, tolerance=tolerance)
+    if as_json:
+        print(json.dumps(result, indent=1))
+    else:
+        from .views import render_gradcheck
+
+        render_gradcheck(_console(), result)
+    bad = [r for r in result["params"] if not r["ok"]]
+    if bad:
+        worst = ", ".join(f"{r['name']} {r['relative_error']:.2e}" for r in bad)
+        raise CheckFailed(f"gradient check failed: relative error above {tolerance:g} for {worst}")
+
+
+@app.command()
+@handles_errors
+def predict(
+    target: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or checkpoint file.")],
+    inputs: Annotated[Path, typer.Argument(metavar="INPUT", help="Inputs: .npz (array x), .csv or IDX.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this .csv or .npz instead of stdout.")
+    ] = None,
+    weights: WeightsOption = "ema",
+):
+    """Predictions for new inputs: class and probabilities, or output values, one row each."""
+    from .predict import predict as run_predict
+    from .predict import write_predictions
+
+    _check_weights(weights)
+    result = run_predict(target, inputs, weights)
+    text = write_predictions(result, out)
+    if text is not None:
+        sys.stdout.write(text)
+        return
+    _console(stderr=True).print(
+        f"wrote {_escape(str(out))}: {result['rows']} rows of {result['kind']} from step {result['step']} "
+        f"({result['weights']} weights)")
+
+
+@app.command()
+@handles_errors
+def export(
+    target: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or checkpoint file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .npz file to write.")],
+    weights: WeightsOption = "ema",
+):
+    """Write a run's parameters as plain named arrays (.npz), EMA weights by default."""
+    from .predict import export as run_export
+
+    _check_weights(weights)
+    result = run_export(target, out, weights)
+    arrays = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result["arrays"].items())
+    _console().print(
+        f"wrote {_escape(result['file'])}: {arrays} ({result['dtype']}, {result['weights']} weights of step "
+        f"{result['step']}); train from it with model.init: {{from: {_escape(result['file'])}}}")
+
+
+@app.command()
+@handles_errors
+def components(
+    kind: Annotated[
+        str | None, typer.Argument(help="Only this kind: section, dataset, model, loss, optimizer, "
+                                      "schedule or initializer.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print docs/config-reference.md (all kinds).")
+    ] = False,
+):
+    """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options."""
+    from .components import KINDS, describe, kind_named, render_markdown
+
+    kinds = [kind_named(kind)] if kind else list(KINDS)
+    data = describe()
+    if markdown:
+        sys.stdout.write(render_markdown(data))
+    elif as_json:
+        print(json.dumps({k: data[k] for k in kinds}, indent=1))
+    else:
+        from .views import render_components
+
+        render_components(_console(), data, kinds)
 
 
 def main() -> None:

@@ -185,6 +185,7 @@ def train_section(
     eval_split: Annotated[str, OneOf("test", "validation", "train")] = "test",
     checkpoint_every: NonNegativeInt = 0,
     keep_checkpoints: PositiveInt = 5,
+    tensorboard: bool = False,
 ):
     """The training loop.
 
@@ -198,6 +199,7 @@ def train_section(
     eval_split: split evaluated during and after training (falls back to train if absent)
     checkpoint_every: checkpoint every N steps (0: only at the end)
     keep_checkpoints: newest checkpoints kept
+    tensorboard: also write the logged scalars to <run dir>/tb for TensorBoard (needs gdtrain[tensorboard])
     """
 
 
@@ -411,7 +413,8 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
 
     train = plain_section("train", optional=False)
     if train is not None:
-        if train.get("steps") is None and train.get("epochs") is None:
+        length_problem = any(p.startswith(("train.steps:", "train.epochs:")) for p in problems)
+        if train.get("steps") is None and train.get("epochs") is None and not length_problem:
             problems.append("train: give either steps or epochs")
         elif train.get("steps") is not None and train.get("epochs") is not None:
             problems.append("train: give steps or epochs, not both")
@@ -449,18 +452,36 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
     return out
 
 
-def _locate(problem: str, lines: dict[str, int] | None) -> str:
-    """Prefix a 'dotted.key: message' problem with the YAML line of its key."""
+def _locate(problem: str, lines: dict[str, int | str] | None) -> str:
+    """Prefix a 'dotted.key: message' problem with the YAML line of its key, or with
+    '--set' when the value came from an override (the file's line would mislead)."""
     if not lines or problem.startswith("line "):
         return problem
     key = problem.split(":", 1)[0].strip()
     parts = key.split(".")
     while parts:
         line = lines.get(".".join(parts))
+        if line == OVERRIDDEN:
+            return f"--set {problem}"
         if line is not None:
             return f"line {line}: {problem}"
         parts.pop()
     return problem
+
+
+OVERRIDDEN = "--set"
+
+
+def _mark_overrides(lines: dict[str, int], overrides: list[str]) -> dict[str, int | str]:
+    """The line map after `--set`: an overridden key, and all below it, came from the
+    command line, not from the file."""
+    out: dict[str, int | str] = dict(lines)
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        for known in [k for k in out if k == key or k.startswith(key + ".")]:
+            del out[known]
+        out[key] = OVERRIDDEN
+    return out
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> dict:
@@ -468,6 +489,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> dict:
     raw, lines = load_file(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
+        lines = _mark_overrides(lines, overrides)
     return resolve(raw, str(path), lines)
 
 

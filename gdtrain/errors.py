@@ -67,3 +67,7 @@ class Interrupted(GdtrainError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class MissingExtra(GdtrainError):
+    """A feature needs an optional dependency (an extra such as gdtrain[plot]) that is absent."""

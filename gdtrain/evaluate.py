@@ -39,7 +39,9 @@ def evaluate(model: Model, loss: Loss, params: dict, split: Split,
     out = outputs(model, params, split.x)
     result: dict = {"examples": len(split), "loss": loss.mean_over(out, split.y)}
     if split.y.ndim == 2:
-        diff = out - split.y
+        # against what the model predicts (sigmoid probabilities for sigmoid cross-entropy),
+        # not against raw logits, whose distance to 0/1 targets means nothing
+        diff = loss.predict(out) - split.y
         result["mse"] = float(np.mean(np.square(diff, dtype=np.float64)))
     pred = predicted_classes(loss, out, split.y)
     if pred is not None:

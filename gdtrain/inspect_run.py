@@ -1,22 +1,47 @@
-"""Questions asked of a finished (or running) run: its config, its weights, its scores."""
+"""Questions asked of a finished (or running) run: its config, its weights, its scores,
+and the TF1 evaluator pattern: watch a training run and score each checkpoint it saves."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import checkpoint
-from .config import resolve
+from .config import canonical, config_hash, resolve
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate
+from .rundir import RunDir
 from .train import Trainer
 
 
-def load_trainer(target: str | Path):
-    """(trainer with the checkpoint's state, checkpoint path, meta) for a run or checkpoint."""
+class TrainerCache:
+    """Trainers (and the datasets under them) already built, so that a watcher scoring
+    checkpoint after checkpoint of one run loads MNIST once, not once per checkpoint."""
+
+    def __init__(self):
+        self.datasets: dict[str, object] = {}
+        self.trainers: dict[str, Trainer] = {}
+
+    def trainer(self, config: dict) -> Trainer:
+        key = config_hash(config)
+        if key not in self.trainers:
+            data_key = canonical({"data": config["data"], "dtype": config["run"]["dtype"]})
+            if data_key not in self.datasets:
+                self.datasets[data_key] = load_dataset(config["data"], config["run"]["dtype"])
+            self.trainers[key] = Trainer(config, self.datasets[data_key])
+        return self.trainers[key]
+
+
+def load_trainer(target: str | Path, cache: TrainerCache | None = None):
+    """(trainer with the checkpoint's state, checkpoint path, meta) for a run or checkpoint.
+
+    The file is read once and verified (every array's sha256); `Trainer.load_state`
+    then checks that it holds every array the stored config needs, at the right shape.
+    """
     path = checkpoint.resolve_path(target)
-    # read the metadata first: the config inside says which shapes to expect
-    _, meta = checkpoint.load(path)
+    arrays, meta = checkpoint.load(path)
     saved = meta.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: metadata holds no config")
@@ -24,15 +49,17 @@ def load_trainer(target: str | Path):
         config = resolve(saved, str(path))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: the config stored in it is invalid: {exc}") from None
-    dataset = load_dataset(config["data"], config["run"]["dtype"])
-    trainer = Trainer(config, dataset)
-    arrays, meta = checkpoint.load(path, trainer.state_shapes())
-    trainer.load_state(arrays, int(meta["step"]))
+    trainer = (cache or TrainerCache()).trainer(config)
+    try:
+        trainer.load_state(arrays, int(meta["step"]))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     return trainer, path, meta
 
 
-def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = "ema") -> dict:
-    trainer, path, meta = load_trainer(target)
+def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = "ema",
+                        cache: TrainerCache | None = None) -> dict:
+    trainer, path, meta = load_trainer(target, cache)
     ds = trainer.dataset
     chosen = ds.split(split)
     note = None
@@ -51,3 +78,77 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
     if note:
         out["note"] = note
     return out
+
+
+# ---------------------------------------------------------------- continuous evaluation
+
+# What status.json says once nothing more will be saved (until someone resumes).
+STOPPED = ("finished", "interrupted", "diverged", "failed")
+# Polls a checkpoint that fails to load gets before it is given up on: a file being
+# copied in by hand completes within that; a damaged one never does.
+ATTEMPTS = 3
+
+
+class WatchTimeout(Exception):
+    """No new checkpoint appeared within the watcher's timeout."""
+
+    def __init__(self, seconds: float, evaluated: int):
+        super().__init__(f"no new checkpoint for {seconds:g}s")
+        self.seconds, self.evaluated = seconds, evaluated
+
+
+def watch(run: str | Path, split: str = "test", weights: str = "ema", timeout: float | None = None,
+          interval: float = 2.0, warn: Callable[[str], None] = lambda text: None,
+          sleep: Callable[[float], None] = time.sleep,
+          clock: Callable[[], float] = time.monotonic) -> Iterator[dict]:
+    """Score each checkpoint of a run as it appears, oldest first; stop when the run has.
+
+    The TF1 evaluator pattern. It never writes into the run directory and never takes
+    its lock. A checkpoint deleted (pruned) before it is read is skipped with a warning;
+    one that fails to load is retried on the next polls and given up after ATTEMPTS.
+    The watch ends once status.json says the run stopped (finished, interrupted,
+    diverged, failed), or says running for a process that no longer exists (kill -9),
+    and every checkpoint then present has been dealt with. `timeout`: seconds without
+    a new checkpoint after which WatchTimeout is raised.
+    """
+    run = Path(run)
+    if run.is_file():
+        raise ConfigError(f"--watch: {run} is a file; give the run directory")
+    rd = RunDir(run)
+    cache = TrainerCache()
+    done: set[str] = set()
+    failures: dict[str, int] = {}
+    evaluated = 0
+    last_progress = clock()
+    while True:
+        # status before listing: a run that says it stopped has all its checkpoints on disk
+        status = rd.read_status().get("status")
+        stopped = status in STOPPED or (status == "running" and not rd.writer_alive())
+        directory = rd.checkpoints if rd.checkpoints.is_dir() else run
+        waiting = False
+        for path in checkpoint.list_checkpoints(directory):
+            if path.name in done:
+                continue
+            try:
+                result = evaluate_checkpoint(path, split, weights, cache)
+            except CheckpointError as exc:
+                if not path.exists():
+                    done.add(path.name)
+                    warn(f"{path.name} was deleted before it could be evaluated; skipped")
+                    continue
+                failures[path.name] = failures.get(path.name, 0) + 1
+                if failures[path.name] >= ATTEMPTS:
+                    done.add(path.name)
+                    warn(f"skipped {path.name} after {ATTEMPTS} attempts: {exc}")
+                else:
+                    waiting = True  # half-written or being replaced: try again next poll
+                continue
+            done.add(path.name)
+            evaluated += 1
+            last_progress = clock()
+            yield result
+        if stopped and not waiting:
+            return
+        if timeout is not None and clock() - last_progress >= timeout:
+            raise WatchTimeout(timeout, evaluated)
+        sleep(interval)

@@ -11,8 +11,9 @@ Reductions follow TF1: `mean` averages the per-row losses for softmax cross-entr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated
 
 import numpy as np
 

@@ -8,8 +8,9 @@ classifiers): the loss owns the output non-linearity.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Callable
+from typing import Annotated
 
 import numpy as np
 
@@ -76,14 +77,18 @@ def softmax(input_dim: int, output_dim: int, use_bias: bool = True) -> Model:
     return _dense(input_dim, output_dim, use_bias, "zeros")
 
 
+def _sigmoid_in_place(z: np.ndarray) -> np.ndarray:
+    # exp(-|z|) <= 1 never overflows (1/(1 + exp(-z)) does, with a warning, for z < -88 in
+    # float32): σ(z) = 1/(1 + e) for z >= 0 and e/(1 + e) below.
+    e = np.exp(-np.abs(z))
+    return np.divide(np.where(z >= 0, 1, e), 1 + e, out=z)
+
+
 # Activation table: function, and derivative written from the activation's output.
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     "relu": (lambda z: np.maximum(z, 0, out=z), lambda h: h > 0),
     "tanh": (lambda z: np.tanh(z, out=z), lambda h: 1 - h * h),
-    "sigmoid": (
-        lambda z: np.reciprocal(1 + np.exp(-z, out=z), out=z),
-        lambda h: h * (1 - h),
-    ),
+    "sigmoid": (_sigmoid_in_place, lambda h: h * (1 - h)),
     "identity": (lambda z: z, None),
 }
 

@@ -9,8 +9,8 @@ checkpoint holds them by name. To add an optimizer, write one registered factory
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

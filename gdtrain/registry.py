@@ -68,9 +68,7 @@ class OneOf:
 
     def problem(self, value: Any) -> str | None:
         if value not in self.choices:
-            return f"must be one of {', '.join(map(repr, self.choices))}" + _suggest(
-                value, self.choices
-            )
+            return f"must be one of {', '.join(map(repr, self.choices))}"
         return None
 
     def describe(self) -> str:
@@ -140,6 +138,10 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
             if problem is None:
                 return _check_constraints(result, constraints)
             problems.append(problem)
+        # The right type but out of range ("must be >= 1, got 0") says more than the union.
+        in_range = [p for p in problems if p.startswith("must ")]
+        if in_range:
+            return value, in_range[0]
         return value, f"expected {type_name(annotation)}, got {_show(value)}"
     if origin is list:
         (item,) = get_args(base) or (Any,)
@@ -165,7 +167,12 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
         if isinstance(value, float):
             if not value.is_integer():
                 return value, f"expected an integer, got {_show(value)}"
-            value = int(value)
+            value, shown = int(value), value
+        else:
+            shown = value
+        # numpy sizes, seeds and step counts are 64-bit: a larger number can only fail later
+        if not -(2**63) <= value < 2**63:
+            return value, f"must fit in 64 bits, got {_show(shown) if len(str(shown)) < 40 else f'{shown:.3g}'}"
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return value, f"expected a number, got {_show(value)}"
@@ -182,7 +189,8 @@ def _check_constraints(value: Any, constraints: list) -> tuple[Any, str | None]:
     for c in constraints:
         problem = c.problem(value)
         if problem:
-            return value, f"{problem}, got {_show(value)}"
+            hint = _suggest(value, c.choices) if isinstance(c, OneOf) else ""
+            return value, f"{problem}, got {_show(value)}{hint}"
     return value, None
 
 
@@ -263,7 +271,10 @@ class Registry:
 
         `where` is the dotted config path of the section (e.g. 'optimizer').
         """
-        if not isinstance(name, str) or name not in self._table:
+        if not isinstance(name, str):
+            valid = ", ".join(self.names())
+            return {}, [f"{where}.name: expected a {self.kind} name, got {_show(name)}; valid: {valid}"]
+        if name not in self._table:
             valid = ", ".join(self.names())
             return {}, [
                 f"{where}.name: unknown {self.kind} {_show(name)}; valid: {valid}"

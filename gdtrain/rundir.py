@@ -10,6 +10,7 @@ runs/<name>/
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -17,7 +18,24 @@ import os
 import time
 from pathlib import Path
 
+from . import checkpoint
+from .checkpoint import describe_os_error
 from .errors import RunDirError
+
+
+@contextlib.contextmanager
+def _io(what: str, path: Path):
+    """Turn an OSError (full disk, read-only file system, …) into a one-line RunDirError."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunDirError(f"could not {what} {path}: {describe_os_error(exc)}") from None
+
+
+def _read_pid(fd: int) -> int | None:
+    """The pid on the first line of the lock file, or None if it holds none yet."""
+    first = os.pread(fd, 64, 0).split(b"\n", 1)[0].strip()
+    return int(first) if first.isdigit() else None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -49,37 +67,69 @@ class RunDir:
     # ------------------------------------------------------------ one writer
 
     def ensure_writable(self) -> None:
-        """Create the directories and prove we can write there, before any training."""
-        try:
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            probe = self.path / f".tmp-probe.{os.getpid()}"
-            with open(probe, "wb") as f:
-                f.write(b"ok")
-                f.flush()
-                os.fsync(f.fileno())
-            probe.unlink()
-        except OSError as exc:
-            raise RunDirError(f"run directory {self.path} is not writable: {exc.strerror or exc}") from None
+        """Create the directories and prove we can write in both, before any training.
+
+        The run directory takes the log and status, checkpoints/ the saves: a run that
+        could not save must fail now, not after hours of training.
+        """
+        for directory in (self.path, self.checkpoints):
+            probe = directory / f".tmp-probe.{os.getpid()}"
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                with open(probe, "wb") as f:
+                    f.write(b"ok")
+                    f.flush()
+                    os.fsync(f.fileno())
+                probe.unlink()
+            except OSError as exc:
+                try:
+                    probe.unlink()
+                except OSError:
+                    pass
+                raise RunDirError(
+                    f"run directory {directory} is not writable: {describe_os_error(exc)}"
+                ) from None
 
     def lock(self) -> None:
         """Take the run's lock; a lock left by a killed process is free again (flock)."""
         path = self.path / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with _io("open the lock file", path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                os.close(fd)
-                raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+            holder = _read_pid(fd) if busy else None
             os.close(fd)
+            if not busy:
+                raise RunDirError(f"could not lock {path}: {describe_os_error(exc)}") from None
             raise RunDirError(
-                f"run directory {self.path} is in use by another gdtrain process (pid {holder}); "
-                "wait for it to finish or stop it"
+                f"run directory {self.path} is in use by another gdtrain process "
+                f"(pid {holder or 'unknown'}); wait for it to finish or stop it"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # write the new pid over the old one, then cut: a reader never sees an empty file
+        record = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, record, 0)
+        os.ftruncate(fd, len(record))
         self._lock_fd = fd
+
+    def writer_alive(self) -> bool:
+        """Whether the process that last wrote status.json still exists.
+
+        `eval --watch` uses it to tell a run still training from one killed without a
+        word (kill -9 leaves status "running"). It asks the kernel about the pid rather
+        than probing the lock, which could make a run starting at that instant fail.
+        """
+        pid = self.read_status().get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # exists, owned by someone else
+        return True
 
     def unlock(self) -> None:
         if self._metrics_fh is not None:
@@ -89,26 +139,46 @@ class RunDir:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    # ------------------------------------------------------------ contents (lock holder only)
+
+    def clear(self) -> None:
+        """Delete checkpoints, pointer and log: `--restart`, or a log no checkpoint backs."""
+        with _io("clear", self.path):
+            for p in checkpoint.list_checkpoints(self.checkpoints):
+                p.unlink(missing_ok=True)
+            (self.checkpoints / checkpoint.POINTER).unlink(missing_ok=True)
+            self.metrics.unlink(missing_ok=True)
+
+    def clean_temporaries(self) -> list[Path]:
+        """Remove temporary files left by a killed save or rewrite; return what was removed."""
+        return checkpoint.clean_temporaries(self.checkpoints) + checkpoint.clean_temporaries(self.path)
+
     # ------------------------------------------------------------ records
 
     def log(self, record: dict) -> None:
-        if self._metrics_fh is None:
-            self._metrics_fh = open(self.metrics, "a", encoding="utf-8")
-        self._metrics_fh.write(json.dumps(record) + "\n")
-        self._metrics_fh.flush()
+        with _io("write", self.metrics):
+            if self._metrics_fh is None:
+                self._metrics_fh = open(self.metrics, "a", encoding="utf-8")
+            self._metrics_fh.write(json.dumps(record) + "\n")
+            self._metrics_fh.flush()
+
+    def write_config(self, text: str) -> None:
+        with _io("write", self.config_file):
+            write_text_atomic(self.config_file, text)
 
     def truncate_metrics(self, step: int) -> None:
         """Drop records past `step`: a resumed run logs those steps again."""
         if not self.metrics.exists():
             return
         kept = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except (ValueError, AttributeError):
-                continue  # a line torn by a kill
-        write_text_atomic(self.metrics, "".join(k + "\n" for k in kept))
+        with _io("rewrite", self.metrics):
+            for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= step:
+                        kept.append(line)
+                except (ValueError, AttributeError):
+                    continue  # a line torn by a kill
+            write_text_atomic(self.metrics, "".join(k + "\n" for k in kept))
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.exists():

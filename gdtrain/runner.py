@@ -26,7 +26,7 @@ from .errors import (
     Interrupted,
 )
 from .evaluate import evaluate
-from .rundir import RunDir, write_text_atomic
+from .rundir import RunDir
 from .train import StepResult, Trainer
 
 
@@ -93,33 +93,89 @@ def _evaluate(trainer: Trainer, split_name: str, weights: str = "ema") -> dict:
     return result
 
 
+def _show(value) -> str:
+    return "(unset)" if value is None else repr(value)
+
+
+def _changes(changes: list) -> str:
+    return ", ".join(f"{key}: {_show(old)} -> {_show(new)}" for key, old, new in changes)
+
+
+def _check_drift(saved: dict, config: dict, where: Path, allow: bool) -> list[str]:
+    """Refuse or permit the config changes since a checkpoint; return notes on the permitted ones."""
+    refused, guarded, allowed = classify_drift(saved, config)
+    if refused:
+        raise ConfigError(
+            f"cannot resume {where} with a different model, data, loss, seed, dtype, batch or "
+            f"trainable list: {_changes(refused)}; use --restart to start over, or a new run.name"
+        )
+    if guarded and not allow:
+        raise ConfigError(
+            f"resuming {where} with a changed optimizer, schedule, l2 or ema needs "
+            f"--allow-config-change: {_changes(guarded)}"
+        )
+    notes = [f"config change on resume: {_changes([c])}" for c in guarded + allowed]
+    schedule = config.get("schedule") or {}
+    steps_changed = any(k in ("train.steps", "train.epochs") for k, _, _ in allowed)
+    if steps_changed and schedule.get("name") in ("cosine", "linear") and schedule.get("decay_steps") is None:
+        notes.append(f"note: the {schedule['name']} schedule spans the whole run, so its learning "
+                     "rates from here on follow the new length")
+    return notes
+
+
+def _check_fits(path: Path, arrays: dict, trainer: Trainer) -> None:
+    """A verified checkpoint of an unchanged config must hold exactly the trainer's state."""
+    expected = trainer.state_arrays()
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{path}: does not match this config's state"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; unexpected {', '.join(extra)}" if extra else "")
+        )
+    for name, target in expected.items():
+        src = arrays[name]
+        if src.shape != target.shape or src.dtype != target.dtype:
+            raise CheckpointError(f"{path}: array {name!r} is {src.dtype}{list(src.shape)}, "
+                                  f"expected {target.dtype}{list(target.shape)}")
+
+
 def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
             reporter: Reporter) -> tuple[int, float]:
-    """Load the newest good checkpoint into `trainer`; return (step, elapsed)."""
-    found = checkpoint.newest_good(rd.checkpoints, trainer.state_shapes(), reporter.warning)
+    """Load the newest good checkpoint into `trainer`; return (step, elapsed).
+
+    Damaged checkpoints are skipped with a warning naming each; the first one that
+    verifies decides the config drift check. Nothing on disk is changed here, so a
+    refused resume leaves the run exactly as it was.
+    """
+    notes: list[str] = []
+
+    def accept(path: Path, arrays: dict, meta: dict) -> None:
+        saved = meta.get("config")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: metadata holds no config")
+        notes[:] = _check_drift(saved, config, rd.path, opts.allow_config_change)
+        _check_fits(path, arrays, trainer)
+
+    found = checkpoint.newest_good(rd.checkpoints, None, reporter.warning, accept)
     if found is None:
         raise CheckpointError(
-            f"{rd.checkpoints}: checkpoints exist but none is usable; "
-            "run `gdtrain verify` for details, or --restart to start over"
+            f"{rd.checkpoints}: no usable checkpoint (every one is damaged, see the warnings); "
+            f"nothing was changed. `gdtrain verify {rd.path}` lists them; --restart starts over"
         )
     path, arrays, meta = found
-    saved = meta.get("config")
-    if isinstance(saved, dict):
-        refused, guarded, allowed = classify_drift(saved, config)
-        if refused:
-            raise ConfigError(
-                [f"{k}: {a!r} -> {b!r}" for k, a, b in refused]
-                + [f"these keys cannot change on resume ({rd.path}); use --restart or a new run.name"]
-            )
-        if guarded and not opts.allow_config_change:
-            raise ConfigError(
-                [f"{k}: {a!r} -> {b!r}" for k, a, b in guarded]
-                + ["changing the optimizer, schedule, l2 or ema of a run needs --allow-config-change"]
-            )
-        for k, a, b in guarded + allowed:
-            reporter.message(f"config change on resume: {k}: {a!r} -> {b!r}")
+    for note in notes:
+        reporter.message(note)
     step = int(meta["step"])
     trainer.load_state(arrays, step)
+    position = trainer.stream.position(step)
+    if meta.get("data_position") not in (None, position):
+        reporter.warning(
+            f"{path.name} was saved at data position {meta['data_position']}, but step {step} of this "
+            f"training set ({len(trainer.dataset.train)} examples) is at {position}: the data changed "
+            "on disk, so this run will not match an uninterrupted one"
+        )
     reporter.message(f"resuming {rd.path} from step {step} ({path.name})")
     return step, float(meta.get("elapsed", 0.0))
 
@@ -129,33 +185,37 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     """Run (or resume) the training a resolved config describes; return the summary."""
     reporter = reporter or Reporter()
     opts = opts or RunOptions()
-    t_load = time.perf_counter()
-    if dataset is None:
-        dataset = load_dataset(config["data"], config["run"]["dtype"])
-    load_seconds = time.perf_counter() - t_load
-    trainer = Trainer(config, dataset)
     train_cfg = config["train"]
 
+    # Writability and the lock come first: a second run on the same directory, or one
+    # that could never save, stops at once instead of after loading the data.
     rd = RunDir(run_dir(config))
     rd.ensure_writable()
     rd.lock()
     signals = _Signals()
+    started = False  # whether status.json is ours to update on failure
     try:
-        removed = checkpoint.clean_temporaries(rd.checkpoints)
-        for p in removed:
-            reporter.warning(f"removed {p.name}, left by an interrupted save")
+        t_load = time.perf_counter()
+        if dataset is None:
+            dataset = load_dataset(config["data"], config["run"]["dtype"])
+        load_seconds = time.perf_counter() - t_load
+        trainer = Trainer(config, dataset)
+        from .tensorboard import attach  # here: tensorboard.py imports Reporter from this module
+
+        reporter = attach(reporter, config)  # train.tensorboard: scalars to <run dir>/tb too
+
         start_step, elapsed_before = 0, 0.0
         if opts.restart:
-            for p in checkpoint.list_checkpoints(rd.checkpoints):
-                p.unlink()
-            (rd.checkpoints / checkpoint.POINTER).unlink(missing_ok=True)
-            rd.metrics.unlink(missing_ok=True)
+            rd.clear()
         elif checkpoint.list_checkpoints(rd.checkpoints):
             start_step, elapsed_before = _resume(trainer, rd, config, opts, reporter)
             rd.truncate_metrics(start_step)
         elif rd.metrics.exists():
-            rd.metrics.unlink()  # a log without any checkpoint belongs to no resumable run
-        write_text_atomic(rd.config_file, dump_yaml(config))
+            rd.clear()  # a log without any checkpoint belongs to no resumable run
+        # only the lock holder may clean: no other process can be mid-save here
+        for p in rd.clean_temporaries():
+            reporter.warning(f"removed {p}, left by an interrupted save")
+        rd.write_config(dump_yaml(config))
 
         total = trainer.total_steps
         info = {
@@ -166,6 +226,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         }
         reporter.start(info)
         rd.set_status("running", step=start_step, total_steps=total)
+        started = True
         if opts.handle_signals:
             signals.install()
 
@@ -183,7 +244,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             nonlocal last_saved
             bad = trainer.non_finite()
             if bad:
-                raise DivergedError(trainer.divergence_message(trainer.step_count - 1, f"{bad} is not finite"))
+                raise DivergedError(
+                    trainer.divergence_message(trainer.step_count - 1, f"{bad} is not finite"))
             checkpoint.save(rd.checkpoints, trainer.step_count, trainer.state_arrays(),
                             _checkpoint_meta(trainer, config, elapsed()), train_cfg["keep_checkpoints"])
             last_saved = trainer.step_count
@@ -198,11 +260,14 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                               "l2": trainer.l2_term(), "lr": result.lr,
                               "epoch": step / trainer.stream.steps_per_epoch,
                               "elapsed": round(elapsed(), 4)}
+                    if trainer.ema is not None:
+                        record["ema_decay"] = trainer.ema_decay_at(step)
                     rd.log(record)
                     reporter.log(record)
                 if eval_every and step % eval_every == 0 and step != total:
                     last_eval = _evaluate(trainer, train_cfg["eval_split"])
-                    record = {"event": "eval", "step": step, **_brief(last_eval), "elapsed": round(elapsed(), 4)}
+                    record = {"event": "eval", "step": step, **_brief(last_eval),
+                              "elapsed": round(elapsed(), 4)}
                     rd.log(record)
                     reporter.evaluation(record)
                 if ckpt_every and step % ckpt_every == 0 and step != total:
@@ -213,8 +278,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                     name = signal.Signals(signals.received).name
                     rd.set_status("interrupted", step=step, total_steps=total, signal=name)
                     raise Interrupted(
-                        f"{name} at step {step}/{total}: checkpoint saved in {rd.checkpoints}; "
-                        f"run the same command again to resume",
+                        f"{name} at step {step}/{total}: saved {checkpoint.checkpoint_name(step)} in "
+                        f"{rd.checkpoints}; run the same command again to resume from it",
                         signals.received,
                     )
         except DivergedError as exc:
@@ -224,7 +289,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         if last_saved != trainer.step_count:
             save()
         final = _evaluate(trainer, train_cfg["eval_split"])
-        record = {"event": "eval", "step": trainer.step_count, **_brief(final), "elapsed": round(elapsed(), 4)}
+        record = {"event": "eval", "step": trainer.step_count, **_brief(final),
+                  "elapsed": round(elapsed(), 4)}
         rd.log(record)
         reporter.evaluation(record)
         raw = _evaluate(trainer, train_cfg["eval_split"], "raw") if trainer.ema is not None else None
@@ -243,14 +309,12 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         summary["trainer"] = trainer
         return summary
     except GdtrainError as exc:
-        if not isinstance(exc, (Interrupted, DivergedError)) and rd.status_file.exists():
-            status = rd.read_status().get("status")
-            if status == "running":
-                rd.set_status("failed", error=str(exc))
+        if started and not isinstance(exc, (Interrupted, DivergedError)):
+            rd.set_status("failed", step=trainer.step_count, total_steps=trainer.total_steps, error=str(exc))
         raise
     finally:
-        signals.restore()
         rd.unlock()
+        signals.restore()  # last: a Ctrl-C from here on finds nothing left to protect
 
 
 def _brief(result: dict) -> dict:
@@ -309,7 +373,8 @@ def smoke(config: dict, reporter: Reporter | None = None) -> str:
         if not np.isfinite(ev["loss"]):
             problems.append(f"evaluation loss is {ev['loss']}")
         seconds = time.perf_counter() - t0
-        figure = f"accuracy {ev['accuracy']:.4f}" if "accuracy" in ev else f"mse {ev.get('mse', ev['loss']):.4g}"
+        figure = (f"accuracy {ev['accuracy']:.4f}" if "accuracy" in ev
+                  else f"mse {ev.get('mse', ev['loss']):.4g}")
         if problems:
             raise CheckFailed("smoke check failed: " + "; ".join(problems))
         return (f"smoke ok: {SMOKE_STEPS} steps on {len(dataset.train)} examples, loss {loss:.4g}, "

@@ -9,10 +9,12 @@ linear ramp lr(k)·(k+1)/warmup_steps over the first warmup_steps updates.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Callable
+from collections.abc import Callable
 
-from .registry import Fraction, NonNegative, NonNegativeInt, Registry
+from .errors import ConfigError
+from .registry import Fraction, NonNegative, NonNegativeInt, Registry, coerce
 
 SCHEDULES = Registry("schedule", injected=("learning_rate", "steps_per_epoch", "total_steps"))
 
@@ -25,13 +27,17 @@ def _steps(value: float | str, steps_per_epoch: float, name: str) -> float:
         words = value.split()
         if words == ["epoch"]:
             return steps_per_epoch
+        count = None
         if len(words) == 2 and words[1] in ("epoch", "epochs"):
             try:
-                return float(words[0]) * steps_per_epoch
+                count = float(words[0])
             except ValueError:
                 pass
-        raise ValueError(f"{name}: expected a number, 'epoch' or 'N epochs', got {value!r}")
-    if not value > 0:
+        # '0 epochs', '-1 epochs', 'nan epochs' would divide by zero or decay backwards later
+        if count is None or not (math.isfinite(count) and count > 0):
+            raise ValueError(f"{name}: expected a number > 0, 'epoch' or 'N epochs' (N > 0), got {value!r}")
+        return count * steps_per_epoch
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: must be > 0, got {value}")
     return float(value)
 
@@ -87,13 +93,13 @@ def piecewise_constant(
             f"values needs exactly one more entry than boundaries "
             f"(got {len(values)} values, {len(boundaries)} boundaries)"
         )
-    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
+    if any(b2 <= b1 for b1, b2 in itertools.pairwise(boundaries)):
         raise ValueError(f"boundaries must be strictly increasing, got {boundaries}")
     if any(not (v > 0 and math.isfinite(v)) for v in values):
         raise ValueError(f"values must be finite and > 0, got {values}")
 
     def lr(step: int) -> float:
-        for boundary, value in zip(boundaries, values):
+        for boundary, value in zip(boundaries, values[:-1], strict=True):
             if step <= boundary:
                 return value
         return values[-1]
@@ -168,7 +174,10 @@ def build_schedule(
     """The schedule a resolved config's `schedule` section describes (constant if absent)."""
     options = dict(section or {"name": "constant"})
     name = options.pop("name", "constant")
-    warmup_steps = options.pop("warmup_steps", 0)
+    annotation, default, _ = COMMON_OPTIONS["warmup_steps"]
+    warmup_steps, problem = coerce(options.pop("warmup_steps", default), annotation)
+    if problem:
+        raise ConfigError(f"schedule.warmup_steps: {problem}")
     base = SCHEDULES.build(
         name,
         options,

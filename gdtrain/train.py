@@ -110,6 +110,14 @@ class Trainer:
         opt_opts = {k: v for k, v in config["optimizer"].items() if k != "name"}
         self.optimizer: Optimizer = OPTIMIZERS.build(config["optimizer"]["name"], opt_opts, "optimizer")
 
+        n_train = len(dataset.train)
+        if train["batch_size"] > n_train:
+            # every batch would repeat examples; it is nearly always a typo (and a huge one
+            # would only fail later, allocating the batch buffers)
+            raise ConfigError(
+                f"train.batch_size: {train['batch_size']} is more than the {n_train} training "
+                f"examples of dataset '{dataset.name}'; use at most {n_train}"
+            )
         self.stream = BatchStream(dataset.train.x, dataset.train.y, train["batch_size"],
                                   run["seed"], train["shuffle"])
         self.total_steps = total_steps(train, len(dataset.train))
@@ -167,8 +175,17 @@ class Trainer:
         return StepResult(self.step_count, loss, lr)
 
     def divergence_message(self, step: int, what: str) -> str:
+        """Name the step and the array to blame: the non-finite parameters, or, when every
+        parameter is still finite (the outputs overflowed), the largest one."""
         bad = [k for k, v in self.params.items() if not np.isfinite(v).all()]
-        where = f"; non-finite parameter {', '.join(bad)}" if bad else ""
+        if bad:
+            # the loss before this step's update was finite, so an earlier update did it
+            where = f"; non-finite parameter {', '.join(bad)}"
+        else:
+            sizes = {k: float(np.abs(v).max()) for k, v in self.params.items() if v.size}
+            big = max(sizes, key=sizes.get) if sizes else None
+            where = (f"; parameters are finite but {big} reaches {sizes[big]:.3g}, so the outputs "
+                     f"overflow {self.dtype}") if big else ""
         return (f"training diverged at step {step + 1}: {what}{where} "
                 f"(learning rate {self.lr(step):g}); lower optimizer.learning_rate")
 

@@ -1,0 +1,1 @@
+"""Speed benchmarks: gdtrain against minimal NumPy loops and PyTorch (run `make bench`)."""

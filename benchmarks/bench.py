@@ -1,0 +1,398 @@
+"""gdtrain's training speed side by side with a minimal NumPy loop and PyTorch CPU eager.
+
+    python -m benchmarks.bench [--reps 5] [--workloads mlp,softmax,mlp64] [--threads N]
+
+Every measurement runs in a fresh subprocess (clean peak RSS, no state carried from one
+implementation to the next), and the repetitions are interleaved: each round runs every
+(workload, implementation) once, in an order rotated from round to round, so that load
+from other processes on the machine spreads over all of them instead of landing on one.
+Each subprocess warms up for a few steps, then times whole epochs. The table reports
+the median and the minimum over all epochs of all rounds; ratios use the minima (the
+least disturbed figure on a shared machine) and the medians.
+
+Implementations:
+  gdtrain      the tool's Trainer.step() driven for an epoch (what one training step costs)
+  gdtrain-run  runner.train() with the config's logging and checkpoint cadence, silent
+               reporter, timed between steps: the tool's whole loop
+  numpy        benchmarks/minimal_numpy.py: the same math, hand-written, nothing else
+  torch        benchmarks/torch_loops.py: PyTorch eager (only when torch imports)
+
+The first round also checks that the implementations compute the same thing: gdtrain and
+the minimal loop must agree bit for bit after 30 steps; PyTorch to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = "data/mnist"
+WARMUP_STEPS = 20
+CHECK_STEPS = 30
+
+
+def _mlp_flops(d_in=784, hidden=500, k=10):
+    # forward x·W1, h·W2; backward h^T·d, d·W2^T, x^T·dh: three GEMMs per layer, 2 flops per MAC
+    return 3 * 2 * (d_in * hidden + hidden * k)
+
+
+def _softmax_flops(d_in=784, k=10):
+    # forward x·W, backward x^T·d (no gradient with respect to the input)
+    return 2 * 2 * d_in * k
+
+
+WORKLOADS = {
+    "mlp": {
+        "title": "MLP 784-500-10, batch 200, momentum+decay+L2+EMA",
+        "config": "configs/mnist_mlp.yaml", "dtype": "float32", "batch": 200,
+        "flops": _mlp_flops(), "epochs": 2, "impls": ("gdtrain", "gdtrain-run", "numpy", "torch"),
+    },
+    "softmax": {
+        "title": "softmax regression, batch 100, sum CE, SGD",
+        "config": "configs/mnist_softmax.yaml", "dtype": "float32", "batch": 100,
+        "flops": _softmax_flops(), "epochs": 6, "impls": ("gdtrain", "gdtrain-run", "numpy", "torch"),
+    },
+    "mlp64": {
+        "title": "MLP as above in float64 (run.dtype: float64)",
+        "config": "configs/mnist_mlp.yaml", "dtype": "float64", "batch": 200,
+        "flops": _mlp_flops(), "epochs": 1, "impls": ("gdtrain", "numpy"),
+    },
+}
+
+
+# ---------------------------------------------------------------- in the child process
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _blas_info() -> dict:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        import numpy as np
+
+        cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return {"blas": f"{cfg.get('name')} {cfg.get('version')}", "source": "numpy.show_config",
+                "threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
+    pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    if not pools:
+        return {"blas": "unknown"}
+    p = pools[0]
+    return {"blas": f"{p['internal_api']} {p.get('version')}", "kernel": p.get("architecture"),
+            "threads": p["num_threads"], "threading": p.get("threading_layer"), "source": "threadpoolctl"}
+
+
+def _setup(workload: str):
+    from gdtrain.config import load
+    from gdtrain.data import load_dataset
+
+    spec = WORKLOADS[workload]
+    cfg = load(ROOT / spec["config"], [f"run.dtype={spec['dtype']}", f"data.dir={ROOT / DATA_DIR}"])
+    dataset = load_dataset(cfg["data"], cfg["run"]["dtype"])
+    return spec, cfg, dataset
+
+
+def _minimal_fn(workload: str, impl: str):
+    if impl == "torch":
+        from benchmarks import torch_loops as mod
+    else:
+        from benchmarks import minimal_numpy as mod
+    return mod.softmax_sgd if workload == "softmax" else mod.mlp_momentum_ema
+
+
+def _loop_args(workload: str, trainer):
+    """Initial parameters and the row order of gdtrain's own stream, for the hand-written loops."""
+    params = {k: v.copy() for k, v in trainer.params.items()}
+    return params, trainer.stream.permutation
+
+
+def child_time(workload: str, impl: str, epochs: int, threads: int | None) -> dict:
+    from gdtrain.train import Trainer
+
+    spec, cfg, dataset = _setup(workload)
+    x, y = dataset.train.x, dataset.train.y
+    steps_per_epoch = len(x) // spec["batch"]
+    times: list[float] = []
+    extra: dict = {}
+    if impl == "gdtrain":
+        trainer = Trainer(cfg, dataset)
+        for _ in range(WARMUP_STEPS):
+            trainer.step()
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            for _ in range(steps_per_epoch):
+                trainer.step()
+            times.append(time.perf_counter() - t0)
+    elif impl == "gdtrain-run":
+        times = _time_runner(cfg, dataset, steps_per_epoch, epochs)
+    else:
+        if impl == "torch":
+            import torch
+
+            torch.set_num_threads(threads or os.cpu_count())
+            extra["torch"] = torch.__version__
+            extra["torch_threads"] = torch.get_num_threads()
+        fn = _minimal_fn(workload, impl)
+        params, order = _loop_args(workload, Trainer(cfg, dataset))
+        fn(x, y, params, order, WARMUP_STEPS)
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            fn(x, y, params, order, steps_per_epoch)
+            times.append(time.perf_counter() - t0)
+    return {"epoch_seconds": times, "max_rss_mb": _max_rss_mb(), **_blas_info(), **extra}
+
+
+def _time_runner(cfg: dict, dataset, steps_per_epoch: int, epochs: int) -> list[float]:
+    import tempfile
+
+    from gdtrain.runner import Reporter, RunOptions, train
+
+    marks = [WARMUP_STEPS + e * steps_per_epoch for e in range(epochs + 1)]
+    stamps: dict[int, float] = {}
+
+    class Stopwatch(Reporter):
+        def step(self, result):
+            if result.step in marks:
+                stamps[result.step] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="gdtrain-bench-") as tmp:
+        cfg["run"]["dir"] = tmp
+        cfg["train"].update(steps=marks[-1], epochs=None)
+        train(cfg, Stopwatch(), RunOptions(handle_signals=False), dataset)
+    return [stamps[b] - stamps[a] for a, b in zip(marks, marks[1:])]
+
+
+def child_peak() -> dict:
+    """Best sgemm/dgemm GFLOP/s on big square matrices, and the cost of subnormal operands."""
+    import numpy as np
+
+    out = {}
+    n = 2048
+    for dtype in ("float32", "float64"):
+        a = np.random.default_rng(0).random((n, n)).astype(dtype)
+        c = np.empty_like(a)
+        np.matmul(a, a, out=c)
+        best = min(_timed(lambda: np.matmul(a, a, out=c)) for _ in range(5))
+        out[f"{dtype}_gflops"] = 2 * n**3 / best / 1e9
+    # a momentum-style update on normal vs subnormal float32 values
+    m = 1 << 19
+    times = {}
+    for name, value in (("normal", 1e-3), ("subnormal", 1e-40)):
+        acc, g = np.full(m, value, np.float32), np.zeros(m, np.float32)
+
+        def update(acc=acc, g=g):
+            acc *= np.float32(1.0)
+            acc += g
+
+        times[name] = min(_timed(update) for _ in range(50))
+    out["subnormal_slowdown"] = times["subnormal"] / times["normal"]
+    return {**out, "max_rss_mb": _max_rss_mb(), **_blas_info()}
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def child_check(workload: str, with_torch: bool) -> dict:
+    """Do gdtrain, the minimal loop and PyTorch compute the same thing? (after CHECK_STEPS)"""
+    import numpy as np
+
+    from gdtrain.train import Trainer
+
+    spec, cfg, dataset = _setup(workload)
+    x, y = dataset.train.x, dataset.train.y
+    trainer = Trainer(cfg, dataset)
+    results = {}
+    for impl in ("numpy", "torch") if with_torch else ("numpy",):
+        params, order = _loop_args(workload, trainer)
+        got = _minimal_fn(workload, impl)(x, y, params, order, CHECK_STEPS)[0]
+        results[impl] = got
+    for _ in range(CHECK_STEPS):
+        trainer.step()
+    out = {}
+    for impl, got in results.items():
+        same = all(np.array_equal(got[k], trainer.params[k]) for k in got)
+        worst = max(float(np.max(np.abs(got[k] - trainer.params[k]) / (np.abs(trainer.params[k]) + 1e-6)))
+                    for k in got)
+        out[impl] = {"identical": same, "max_rel_diff": worst}
+    return out
+
+
+# ---------------------------------------------------------------- in the parent
+
+
+def _child(args: list[str], env: dict) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench", "--child", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark child {' '.join(args)} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _torch_available(env: dict) -> bool:
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True)
+    return probe.returncode == 0
+
+
+def _machine() -> dict:
+    model = platform.processor() or "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import numpy as np
+
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
+def run(args) -> dict:
+    env = dict(os.environ)
+    if args.threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(args.threads)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with_torch = not args.no_torch and _torch_available(env)
+    workloads = [w for w in args.workloads.split(",") if w]
+    for w in workloads:
+        if w not in WORKLOADS:
+            raise SystemExit(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    jobs = [("peak", "")]
+    for w in workloads:
+        jobs += [(w, impl) for impl in WORKLOADS[w]["impls"] if impl != "torch" or with_torch]
+
+    started = datetime.datetime.now().astimezone()
+    checks = {w: _child(["check", w, str(int(with_torch))], env) for w in workloads if w != "mlp64"}
+    samples: dict[tuple, list[dict]] = {job: [] for job in jobs}
+    loads = [os.getloadavg()[0]]
+    for rep in range(args.reps):
+        shift = rep % len(jobs)
+        for w, impl in jobs[shift:] + jobs[:shift]:
+            if w == "peak":
+                samples[(w, impl)].append(_child(["peak"], env))
+            else:
+                epochs = str(args.epochs or WORKLOADS[w]["epochs"])
+                samples[(w, impl)].append(_child(["time", w, impl, epochs, str(args.threads or 0)], env))
+            loads.append(os.getloadavg()[0])
+        print(f"round {rep + 1}/{args.reps} done (load average {os.getloadavg()[0]:.2f})",
+              file=sys.stderr, flush=True)
+    return {
+        "date": started.isoformat(timespec="seconds"), "machine": _machine(),
+        "blas": {k: v for k, v in samples[("peak", "")][0].items() if k not in ("max_rss_mb",)
+                 and not k.endswith("gflops") and k != "subnormal_slowdown"},
+        "threads_requested": args.threads, "reps": args.reps, "load_average": [min(loads), max(loads)],
+        "checks": checks, "samples": {f"{w}/{impl}": s for (w, impl), s in samples.items()},
+    }
+
+
+def summarize(raw: dict) -> list[dict]:
+    peak = max(s["float32_gflops"] for s in raw["samples"]["peak/"])
+    peak64 = max(s["float64_gflops"] for s in raw["samples"]["peak/"])
+    rows = []
+    for key, runs in raw["samples"].items():
+        w, impl = key.split("/")
+        if w == "peak":
+            continue
+        spec = WORKLOADS[w]
+        epoch = [t for r in runs for t in r["epoch_seconds"]]
+        best, med = min(epoch), statistics.median(epoch)
+        n = 60000
+        rows.append({
+            "workload": w, "impl": impl, "median": med, "min": best, "samples_per_s": n / best,
+            "gflops": spec["flops"] * n / best / 1e9,
+            "peak_fraction": spec["flops"] * n / best / 1e9 / (peak64 if spec["dtype"] == "float64" else peak),
+            "rss_mb": max(r["max_rss_mb"] for r in runs), "epochs": len(epoch),
+        })
+    by = {(r["workload"], r["impl"]): r for r in rows}
+    for r in rows:
+        for ref in ("numpy", "torch"):
+            other = by.get((r["workload"], ref))
+            if other and ref != r["impl"]:
+                r[f"vs_{ref}"] = r["min"] / other["min"]
+                r[f"vs_{ref}_median"] = r["median"] / other["median"]
+    return rows
+
+
+def render(raw: dict, rows: list[dict]) -> str:
+    m, blas = raw["machine"], raw["blas"]
+    peak = max(s["float32_gflops"] for s in raw["samples"]["peak/"])
+    peak64 = max(s["float64_gflops"] for s in raw["samples"]["peak/"])
+    subn = min(s["subnormal_slowdown"] for s in raw["samples"]["peak/"])
+    lines = [
+        f"date {raw['date']}; {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']}",
+        f"BLAS {blas.get('blas')} kernel {blas.get('kernel', '?')}, {blas.get('threads')} threads "
+        f"({blas.get('source')}); sgemm peak {peak:.0f} GFLOP/s, dgemm {peak64:.0f} GFLOP/s "
+        f"(2048², best of 5 × {raw['reps']} rounds); subnormal float32 update {subn:.2f}× a normal one",
+        f"{raw['reps']} interleaved rounds; load average during the run {raw['load_average'][0]:.2f}"
+        f"–{raw['load_average'][1]:.2f} on {m['cores']} cores",
+        "",
+        "| workload | impl | s/epoch median | s/epoch min | × numpy (min / median) | × torch (min / median) "
+        "| samples/s | GFLOP/s (% of peak) | peak RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        def ratio(ref, r=r):
+            return f"{r[f'vs_{ref}']:.2f} / {r[f'vs_{ref}_median']:.2f}" if f"vs_{ref}" in r else "-"
+
+        lines.append(
+            f"| {r['workload']} | {r['impl']} | {r['median']:.3f} | {r['min']:.3f} | {ratio('numpy')} | "
+            f"{ratio('torch')} | {r['samples_per_s']:,.0f} | {r['gflops']:.1f} ({100 * r['peak_fraction']:.0f}%) "
+            f"| {r['rss_mb']:.0f} |"
+        )
+    lines.append("")
+    for w, check in raw["checks"].items():
+        for impl, c in check.items():
+            verdict = "bit-identical" if c["identical"] else f"max relative difference {c['max_rel_diff']:.1e}"
+            lines.append(f"check {w}: gdtrain vs {impl} after {CHECK_STEPS} steps: {verdict}")
+    g64 = next((r for r in rows if r["workload"] == "mlp64" and r["impl"] == "gdtrain"), None)
+    g32 = next((r for r in rows if r["workload"] == "mlp" and r["impl"] == "gdtrain"), None)
+    if g64 and g32:
+        lines.append(f"float64 / float32 (gdtrain MLP, min): {g64['min'] / g32['min']:.2f}×")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        kind, rest = argv[1], argv[2:]
+        if kind == "time":
+            result = child_time(rest[0], rest[1], int(rest[2]), int(rest[3]) or None)
+        elif kind == "peak":
+            result = child_peak()
+        else:
+            result = child_check(rest[0], rest[1] == "1")
+        print(json.dumps(result))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reps", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--workloads", default="mlp,softmax,mlp64", help="comma-separated: " + ", ".join(WORKLOADS))
+    p.add_argument("--epochs", type=int, default=0, help="epochs timed per subprocess (default per workload)")
+    p.add_argument("--threads", type=int, default=0, help="BLAS/OpenMP threads (default: library default)")
+    p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it imports")
+    p.add_argument("--json", type=Path, help="also write the raw samples and the table rows here")
+    args = p.parse_args(argv)
+    raw = run(args)
+    rows = summarize(raw)
+    print(render(raw, rows))
+    if args.json:
+        args.json.write_text(json.dumps({**raw, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""What a run will do, without doing it: sizes, memory, schedule, EMA, saves, resume.
+
+Everything is computed by the same code the run uses: the Trainer is built (which
+initialises parameters, optimizer slots and EMA shadows), the learning rate comes
+from its schedule function step by step, the EMA decay from `Trainer.ema_decay_at`,
+and the resume point from the same checkpoint search and drift check as `run`.
+Nothing is trained and nothing is written.
+"""
+
+from __future__ import annotations
+
+import math
+
+from . import checkpoint
+from .config import classify_drift, run_dir
+from .data import load_dataset
+from .rundir import RunDir
+from .train import Trainer
+
+SCAN_LIMIT = 5_000_000  # steps whose learning rate is computed one by one
+RAMP = 3  # this many consecutive changing steps or more form a ramp, not boundaries
+
+
+def make_plan(config: dict) -> dict:
+    dataset = load_dataset(config["data"], config["run"]["dtype"])
+    trainer = Trainer(config, dataset)
+    train = config["train"]
+    total = trainer.total_steps
+    per_epoch = trainer.stream.steps_per_epoch
+    splits = {n: dataset.split(n) for n in ("train", "validation", "test")}
+    return {
+        "config": config["run"]["name"],
+        "run_dir": run_dir(config),
+        "data": {
+            "name": dataset.name,
+            "examples": {n: len(s) for n, s in splits.items() if s is not None},
+            "input_dim": dataset.input_dim,
+            "output_dim": dataset.output_dim,
+            "bytes": sum(s.x.nbytes + s.y.nbytes for s in splits.values() if s is not None),
+        },
+        "steps": total,
+        "batch_size": train["batch_size"],
+        "steps_per_epoch": per_epoch,
+        "epochs": total / per_epoch,
+        "samples": total * train["batch_size"],
+        "model": {
+            "name": config["model"]["name"],
+            "shapes": {k: list(v) for k, v in trainer.model.shapes.items()},
+            "parameters": trainer.model.parameter_count(),
+            "trainable": trainer.trainable,
+            "trainable_parameters": int(sum(trainer.params[k].size for k in trainer.trainable)),
+        },
+        "memory": memory(trainer),
+        "learning_rate": learning_rate_plan(trainer.schedule, total),
+        "ema": ema_plan(trainer, total),
+        "log_steps": _every(train["log_every"], total, final=True),
+        "eval_steps": _every(train["eval_every"], total, final=False) + [total],
+        "checkpoint_steps": (ckpts := _every(train["checkpoint_every"], total, final=False) + [total]),
+        "checkpoints_kept": ckpts[-train["keep_checkpoints"]:],
+        "resume": resume_plan(trainer, config),
+    }
+
+
+def memory(trainer: Trainer) -> dict:
+    """Bytes of the training state, by kind, from the arrays the trainer really holds."""
+    groups = {"param": "parameters", "slot": "optimizer_slots", "ema": "ema_shadows"}
+    out = {v: 0 for v in groups.values()}
+    for name, array in trainer.state_arrays().items():
+        out[groups[name.split("/", 1)[0]]] += array.nbytes
+    out["total"] = sum(out.values())
+    return out
+
+
+def _every(every: int, total: int, final: bool) -> list[int]:
+    """Steps k·every before the end (the runner's own rule), and `total` when `final`."""
+    steps = list(range(every, total, every)) if every else []
+    if final and every and (not steps or steps[-1] != total):
+        steps.append(total)
+    return steps
+
+
+def learning_rate_plan(schedule, total: int) -> dict:
+    """The schedule as segments: runs of one constant rate, and ramps that change every step.
+
+    `step` in the output is TF1's global_step: the number of updates already done, so
+    update k+1 uses lr(k). Staircase boundaries are where one constant segment ends
+    and the next begins.
+    """
+    stride = max(1, math.ceil(total / SCAN_LIMIT))  # beyond SCAN_LIMIT steps: a sample
+    steps = list(range(0, total, stride))
+    if steps[-1] != total - 1:
+        steps.append(total - 1)
+    values = [float(schedule(k)) for k in steps]
+
+    # constant runs: [start index, end index] of equal values
+    runs = []
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            runs.append((start, i - 1))
+            start = i
+    segments = []
+    i = 0
+    while i < len(runs):
+        j = i
+        while j < len(runs) and runs[j][0] == runs[j][1]:
+            j += 1  # single-sample runs: the rate changes at every scanned step
+        if j - i >= RAMP:
+            a, b = runs[i][0], runs[j - 1][1]
+            segments.append(_segment("ramp", steps[a], steps[b], values[a], values[b]))
+            i = j
+        else:
+            a, b = runs[i]
+            segments.append(_segment("constant", steps[a], steps[b], values[a], values[b]))
+            i += 1
+    samples = sorted({round(f * (total - 1) / 10) for f in range(11)})
+    return {
+        "first": values[0],
+        "last": values[-1],
+        "min": min(values),
+        "max": max(values),
+        "changes": sum(1 for a, b in zip(values, values[1:], strict=False) if a != b),
+        "sampled_every": stride,
+        "segments": segments,
+        "samples": [{"step": k, "lr": float(schedule(k))} for k in samples],
+    }
+
+
+def _segment(kind: str, first: int, last: int, lr_first: float, lr_last: float) -> dict:
+    return {"kind": kind, "first_step": first, "last_step": last, "lr_first": lr_first, "lr_last": lr_last}
+
+
+def ema_plan(trainer: Trainer, total: int) -> dict | None:
+    """The effective EMA decay after n updates, at a few n, and when it reaches `decay`."""
+    if trainer.ema is None:
+        return None
+    decay = trainer.ema_decay
+    reaches = None
+    if trainer.ema_num_updates:
+        # min(decay, (1+n)/(10+n)) = decay from n >= (10·decay - 1)/(1 - decay) on
+        n = max(1, math.ceil((10 * decay - 1) / (1 - decay)) - 1)
+        while trainer.ema_decay_at(n) < decay:
+            n += 1
+        reaches = n
+    marks = {1, 10, 100, 1000, 10_000, 100_000, 1_000_000, total} | ({reaches} if reaches else set())
+    return {
+        "decay": decay,
+        "num_updates": trainer.ema_num_updates,
+        "reaches_decay_at": reaches,
+        "window": 1 / (1 - decay),  # updates that carry most of the average's weight
+        "points": [{"updates": n, "decay": trainer.ema_decay_at(n)}
+                   for n in sorted(marks) if 1 <= n <= total],
+    }
+
+
+def resume_plan(trainer: Trainer, config: dict) -> dict:
+    """What `gdtrain run` would do with the run directory as it is now."""
+    rd = RunDir(run_dir(config))
+    total = trainer.total_steps
+    if not rd.path.exists():
+        return {"action": "start", "detail": f"{rd.path} does not exist yet; a new run"}
+    status = rd.read_status()
+    busy = status.get("status") == "running" and rd.writer_alive()
+    if not checkpoint.list_checkpoints(rd.checkpoints):
+        return {"action": "start", "detail": f"{rd.path} has no checkpoint; training starts at step 0"
+                + ("; its old metrics.jsonl would be discarded" if rd.metrics.exists() else ""),
+                "in_use": busy}
+    skipped: list[str] = []
+    found = checkpoint.newest_good(rd.checkpoints, trainer.state_shapes(), skipped.append)
+    if found is None:
+        return {"action": "refuse", "skipped": skipped, "in_use": busy,
+                "detail": f"{rd.checkpoints}: checkpoints exist but none fits this config; "
+                          "`gdtrain verify` tells why, --restart starts over"}
+    path, _, meta = found
+    step = int(meta["step"])
+    out = {"checkpoint": str(path), "step": step, "skipped": skipped, "in_use": busy}
+    saved = meta.get("config")
+    refused, guarded, allowed = classify_drift(saved, config) if isinstance(saved, dict) else ([], [], [])
+    out["changes"] = [{"key": k, "was": a, "now": b} for k, a, b in refused + guarded + allowed]
+    if refused:
+        out.update(action="refuse", detail="keys that cannot change on resume differ: "
+                   + ", ".join(k for k, _, _ in refused) + "; use --restart or a new run.name")
+    elif guarded:
+        out.update(action="resume-needs-flag", detail=f"would resume from step {step} only with "
+                   "--allow-config-change (" + ", ".join(k for k, _, _ in guarded) + " changed)")
+    elif step >= total:
+        out.update(action="done", detail=f"already at step {step} of {total}: would only evaluate")
+    else:
+        out.update(action="resume", detail=f"would resume from step {step}: {total - step} steps left")
+    return out

@@ -1,0 +1,127 @@
+"""Every schedule's learning rate at chosen steps, against formulas written out here
+(TF1's exponential_decay, piecewise_constant, cosine_decay), and every invalid option
+rejected as a ConfigError by build_schedule. `step` counts updates already done.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gdtrain.errors import ConfigError
+from gdtrain.schedules import SCHEDULES, build_schedule
+
+LR = 0.1
+
+# (schedule section, steps_per_epoch, total_steps, {step: expected learning rate})
+VALUE_CASES = [
+    ({"name": "constant"}, 10, 100, {0: LR, 1: LR, 99: LR, 10**6: LR}),
+    (None, 10, 100, {0: LR, 50: LR}),  # no schedule section: constant
+    # continuous exponential decay: lr·rate^(step/decay_steps)
+    ({"name": "exponential", "decay_rate": 0.5, "decay_steps": 10}, 7, 100,
+     {0: LR, 5: LR * 0.5**0.5, 10: LR * 0.5, 15: LR * 0.5**1.5, 30: LR * 0.125}),
+    # staircase: the exponent floored
+    ({"name": "exponential", "decay_rate": 0.5, "decay_steps": 10, "staircase": True}, 7, 100,
+     {0: LR, 9: LR, 10: LR * 0.5, 19: LR * 0.5, 20: LR * 0.25}),
+    # decay_steps 'epoch' uses steps_per_epoch (60000 / 200 = 300 for the MNIST MLP)
+    ({"name": "exponential", "decay_rate": 0.99, "decay_steps": "epoch", "staircase": True}, 300, 30000,
+     {0: LR, 299: LR, 300: LR * 0.99, 599: LR * 0.99, 600: LR * 0.99**2, 29999: LR * 0.99**99}),
+    ({"name": "exponential", "decay_rate": 0.99, "decay_steps": "epoch"}, 300, 30000,
+     {150: LR * 0.99**0.5, 450: LR * 0.99**1.5}),
+    # a fractional epoch (60000 / 128 = 468.75 steps): step 468 is still epoch 0, 469 is not
+    ({"name": "exponential", "decay_rate": 0.5, "decay_steps": "epoch", "staircase": True}, 468.75, 5000,
+     {468: LR, 469: LR * 0.5, 937: LR * 0.5, 938: LR * 0.25}),
+    ({"name": "exponential", "decay_rate": 0.5, "decay_steps": "2 epochs", "staircase": True}, 10, 100,
+     {19: LR, 20: LR * 0.5, 40: LR * 0.25}),
+    # piecewise constant: the boundary itself still uses the earlier value (TF: step <= boundary)
+    ({"name": "piecewise_constant", "boundaries": [10, 20], "values": [1.0, 0.5, 0.1]}, 5, 100,
+     {0: 1.0, 9: 1.0, 10: 1.0, 11: 0.5, 20: 0.5, 21: 0.1, 1000: 0.1}),
+    # cosine decay to alpha·lr over decay_steps, then flat
+    ({"name": "cosine", "decay_steps": 100, "alpha": 0.1}, 5, 1000,
+     {0: LR, 25: LR * (0.9 * 0.5 * (1 + math.cos(math.pi / 4)) + 0.1), 50: LR * 0.55,
+      100: LR * 0.1, 500: LR * 0.1}),
+    ({"name": "cosine"}, 5, 200, {0: LR, 100: LR * 0.5, 200: 0.0}),  # default: the whole run
+    ({"name": "cosine", "decay_steps": "epoch"}, 40, 200, {20: LR * 0.5, 40: 0.0}),
+    # linear ramp from lr to lr·end_factor
+    ({"name": "linear", "end_factor": 0.1, "decay_steps": 10}, 5, 100,
+     {0: LR, 5: LR * 0.55, 10: LR * 0.1, 50: LR * 0.1}),
+    ({"name": "linear"}, 5, 40, {0: LR, 10: LR * 0.75, 40: 0.0}),
+    # warm-up: update k < warmup_steps uses schedule(k)·(k+1)/warmup_steps
+    ({"name": "constant", "warmup_steps": 4}, 5, 100, {0: LR / 4, 1: LR / 2, 3: LR, 4: LR, 50: LR}),
+    ({"name": "exponential", "decay_rate": 0.5, "decay_steps": 2, "warmup_steps": 3}, 5, 100,
+     {0: LR / 3, 1: LR * 0.5**0.5 * 2 / 3, 2: LR * 0.5, 4: LR * 0.25}),
+    ({"name": "piecewise_constant", "boundaries": [5], "values": [0.2, 0.02], "warmup_steps": 2}, 5, 100,
+     {0: 0.1, 1: 0.2, 5: 0.2, 6: 0.02}),
+]
+
+
+def test_every_schedule_has_value_cases():
+    covered = {section["name"] for section, *_ in VALUE_CASES if section}
+    assert set(SCHEDULES.names()) <= covered
+
+
+@pytest.mark.parametrize("section,steps_per_epoch,total,expected", VALUE_CASES,
+                         ids=[f"{i}-{(c[0] or {}).get('name', 'absent')}" for i, c in enumerate(VALUE_CASES)])
+def test_values_at_chosen_steps(section, steps_per_epoch, total, expected):
+    schedule = build_schedule(dict(section) if section else None, LR, steps_per_epoch, total)
+    for step, value in expected.items():
+        assert schedule(step) == pytest.approx(value, rel=1e-12, abs=1e-15), f"step {step}"
+
+
+def test_build_does_not_consume_the_section():
+    section = {"name": "constant", "warmup_steps": 3}
+    build_schedule(section, LR, 10, 100)
+    assert section == {"name": "constant", "warmup_steps": 3}
+
+
+INVALID = [
+    ({"name": "exponentail"}, "did you mean 'exponential'"),
+    ({"name": "exponential", "decay_rat": 0.9}, "did you mean 'decay_rate'"),
+    ({"name": "exponential", "decay_rate": 0.0}, "decay_rate"),
+    ({"name": "exponential", "decay_rate": 1.5}, "decay_rate"),
+    ({"name": "exponential", "decay_steps": 0}, "decay_steps"),
+    ({"name": "exponential", "decay_steps": -10}, "decay_steps"),
+    ({"name": "exponential", "decay_steps": "fortnight"}, "decay_steps"),
+    ({"name": "exponential", "decay_steps": "0 epochs"}, "decay_steps"),
+    ({"name": "exponential", "decay_steps": "-2 epochs"}, "decay_steps"),
+    ({"name": "exponential", "decay_steps": "nan epochs"}, "decay_steps"),
+    ({"name": "exponential", "staircase": "yes"}, "staircase"),
+    ({"name": "piecewise_constant", "boundaries": [10], "values": [0.1]}, "one more"),
+    ({"name": "piecewise_constant", "boundaries": [20, 10], "values": [0.1, 0.2, 0.3]}, "increasing"),
+    ({"name": "piecewise_constant", "boundaries": [10, 10], "values": [0.1, 0.2, 0.3]}, "increasing"),
+    ({"name": "piecewise_constant", "boundaries": [10], "values": [0.1, 0.0]}, "values"),
+    ({"name": "piecewise_constant", "boundaries": [10.5], "values": [0.1, 0.2]}, "boundaries"),
+    ({"name": "piecewise_constant", "values": [0.1]}, "boundaries"),
+    ({"name": "cosine", "alpha": 1.5}, "alpha"),
+    ({"name": "cosine", "alpha": -0.1}, "alpha"),
+    ({"name": "cosine", "decay_steps": "inf epochs"}, "decay_steps"),
+    ({"name": "linear", "end_factor": -1}, "end_factor"),
+    ({"name": "linear", "decay_steps": 0}, "decay_steps"),
+    ({"name": "constant", "warmup_steps": -1}, "warmup_steps"),
+    ({"name": "constant", "warmup_steps": 2.5}, "warmup_steps"),
+    ({"name": "constant", "warmup_steps": "ten"}, "warmup_steps"),
+]
+
+
+@pytest.mark.parametrize("section,message", INVALID, ids=[str(i) for i in range(len(INVALID))])
+def test_invalid_options_raise_config_error(section, message):
+    with pytest.raises(ConfigError, match=message):
+        build_schedule(dict(section), LR, 10, 100)
+
+
+@pytest.mark.parametrize("name", SCHEDULES.names())
+def test_unknown_option_rejected_for_every_schedule(name):
+    section = next(dict(s) for s, *_ in VALUE_CASES if s and s["name"] == name)
+    section["no_such_option"] = 1
+    with pytest.raises(ConfigError, match="no_such_option"):
+        build_schedule(section, LR, 10, 100)
+
+
+@pytest.mark.parametrize("name", SCHEDULES.names())
+def test_learning_rate_is_finite_and_positive_or_zero_everywhere(name):
+    section = next(dict(s) for s, *_ in VALUE_CASES if s and s["name"] == name)
+    schedule = build_schedule(section, LR, 7.5, 300)
+    for step in range(0, 400, 7):
+        value = schedule(step)
+        assert math.isfinite(value) and value >= 0, (step, value)

@@ -1,0 +1,81 @@
+"""Small runs for the inspection-tool tests: configs, data files and finished run directories.
+
+Everything is written under the test's tmp_path; runs train in-process through
+runner.train, in a second or less each.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from gdtrain.config import resolve
+from gdtrain.runner import Reporter, RunOptions, train
+
+
+def classes_npz(directory: Path, n: int = 60, k: int = 3, d: int = 2, seed: int = 0) -> Path:
+    """Blobs of `k` classes in `d` features: x float, y integer labels (an npz dataset)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (k, d))
+    y = np.arange(n) % k
+    x = centers[y] + rng.normal(0, 1, (n, d))
+    path = directory / f"classes{k}x{d}.npz"
+    np.savez(path, x=x, y=y, x_test=x[: n // 3] + 0.1, y_test=y[: n // 3])
+    return path
+
+
+def values_npz(directory: Path, n: int = 40, d: int = 3, outputs: int = 2, seed: int = 1) -> Path:
+    """Real-valued targets: y = x·A + noise, (n, outputs)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, d))
+    y = x @ rng.normal(0, 1, (d, outputs)) + 0.1 * rng.normal(0, 1, (n, outputs))
+    path = directory / f"values{d}to{outputs}.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def config(tmp_path: Path, name: str = "small", **sections) -> dict:
+    """A raw config: linear regression on linear_sum unless sections replace parts of it."""
+    raw = {
+        "run": {"name": name, "seed": 0, "dir": str(tmp_path / "runs")},
+        "data": {"name": "linear_sum", "samples": 32},
+        "model": {"name": "linear"},
+        "loss": {"name": "mse", "reduction": "mean"},
+        "optimizer": {"name": "sgd", "learning_rate": 0.1},
+        "train": {"batch_size": 8, "steps": 20, "log_every": 5},
+    }
+    for key, value in sections.items():
+        if value is None:
+            raw.pop(key, None)
+        elif isinstance(value, dict) and key in ("run", "train"):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+def classifier(tmp_path: Path, name: str = "clf", **sections) -> dict:
+    """Softmax regression on 3 blobs in two features, with EMA and evaluations."""
+    data = {"name": "npz", "path": str(classes_npz(tmp_path))}
+    base = {"data": data, "model": {"name": "softmax"}, "loss": {"name": "cross_entropy"},
+            "optimizer": {"name": "sgd", "learning_rate": 0.5}, "ema": {"decay": 0.9},
+            "train": {"batch_size": 10, "steps": 30, "log_every": 5, "eval_every": 10}}
+    base.update(sections)
+    return config(tmp_path, name, **base)
+
+
+def write_yaml(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def run(raw: dict, reporter: Reporter | None = None) -> dict:
+    """Train a raw config to the end (or to the exception it raises)."""
+    return train(resolve(copy.deepcopy(raw)), reporter, RunOptions())
+
+
+def run_dir(raw: dict) -> Path:
+    return Path(raw["run"]["dir"]) / raw["run"]["name"]
