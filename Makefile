@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,9 @@ lint: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Kill -9 N real MNIST trainings at random moments, resume each until it finishes, and
+# count how many end bit-identical to an uninterrupted run (scripts/chaos.py).
+N ?= 50
+chaos: $(VENV)/.installed
+	$(BIN)/python scripts/chaos.py $(N)

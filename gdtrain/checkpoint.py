@@ -225,9 +225,8 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
                     if any(d < 0 for d in shape):
                         raise CheckpointError(f"{path}: array {name!r} declares shape {tuple(shape)}")
                     if expected is not None and name in expected and tuple(shape) != tuple(expected[name]):
-                        raise CheckpointError(
-                            f"{path}: array {name!r} has shape {tuple(shape)}, expected {tuple(expected[name])}"
-                        )
+                        raise CheckpointError(f"{path}: array {name!r} has shape {tuple(shape)}, "
+                                              f"expected {tuple(expected[name])}")
                     nbytes = math.prod(shape) * dtype.itemsize
                     if info.file_size != header_len + nbytes:
                         raise CheckpointError(
@@ -250,6 +249,10 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
             arr = arr.reshape(shape, order="F" if fortran else "C")
             out[name] = np.array(arr, order="C")  # writable, owned, C-ordered
     return out
+
+
+class NewerFormatError(CheckpointError):
+    """A checkpoint written by a newer gdtrain: intact, just not readable here."""
 
 
 def _check_members(path: Path, members: list[zipfile.ZipInfo], shapes_known: bool) -> None:
@@ -312,10 +315,10 @@ def load(path: str | Path, expected: dict[str, tuple] | None = None) -> tuple[di
     if not isinstance(meta, dict) or not isinstance(meta.get("arrays"), dict):
         raise CheckpointError(f"{path}: metadata lacks the array list")
     version = meta.get("format")
-    if not isinstance(version, int):
-        raise CheckpointError(f"{path}: metadata has no format version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: metadata has no valid format version")
     if version > FORMAT_VERSION:
-        raise CheckpointError(
+        raise NewerFormatError(
             f"{path}: checkpoint format {version} is newer than this gdtrain reads "
             f"({FORMAT_VERSION}); upgrade gdtrain"
         )
@@ -376,6 +379,8 @@ def newest_good(directory: str | Path, expected: dict[str, tuple] | None,
                 raise CheckpointError(f"{path}: holds step {meta['step']}, not the step its name says")
             if accept is not None:
                 accept(path, arrays, meta)
+        except NewerFormatError:
+            raise  # not damaged: resuming from an older checkpoint would overwrite it
         except CheckpointError as exc:
             warn(f"skipping damaged checkpoint: {exc}")
             continue

@@ -215,7 +215,7 @@ def check(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     set_: SetOption = None,
     no_data: Annotated[
-        bool, typer.Option("--no-data", help="Check the config alone: do not load the data or build the model.")
+        bool, typer.Option("--no-data", help="Check the config alone: load no data, build no model.")
     ] = False,
 ):
     """Validate a config without training and print it resolved, every default filled in.

@@ -30,6 +30,7 @@ from .registry import (
     Range,
     Registry,
     coerce,
+    show,
     suggest,
     type_name,
 )
@@ -50,30 +51,55 @@ _FLOAT = re.compile(
 )
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
 
+# Dates stay strings (YAML 1.2 has no timestamps), and a config holds only plain
+# values: the binary, set, omap, pairs and timestamp tags are refused like python ones.
+_PLAIN_ONLY = {f"tag:yaml.org,2002:{t}" for t in ("bool", "timestamp")}
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _PLAIN_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.yaml_constructors = {
+    tag: construct for tag, construct in yaml.SafeLoader.yaml_constructors.items()
+    if tag not in {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "binary", "set", "omap", "pairs")}
 }
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
-def _walk_nodes(node: yaml.Node, path: str, lines: dict[str, int], problems: list[str]):
-    """Record the line of every key and reject duplicate keys."""
+def _walk_nodes(node: yaml.Node, path: str, lines: dict[str, int], problems: list[str],
+                visited: set[int] | None = None, ancestors: tuple[int, ...] = ()):
+    """Record the line of every key and reject duplicate keys, keys that are not plain
+    values, and aliases that contain themselves.
+
+    A node reached again through an alias is not walked again: nested aliases could
+    otherwise make this walk exponential ("billion laughs").
+    """
+    visited = set() if visited is None else visited
+    if id(node) in ancestors:
+        problems.append(f"line {node.start_mark.line + 1}: {path}: an alias that contains itself")
+        return
+    if id(node) in visited:
+        return
+    visited.add(id(node))
+    ancestors = ancestors + (id(node),)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(f"line {line}: {path or 'top level'}: a key must be a plain name, "
+                                "not a list or mapping")
+                continue
+            key = key_node.value
             child = f"{path}.{key}" if path else str(key)
             if key in seen:
                 problems.append(f"line {line}: duplicate key '{child}' (first at line {seen[key]})")
             seen[key] = line
             lines.setdefault(child, line)
-            _walk_nodes(value_node, child, lines, problems)
+            _walk_nodes(value_node, child, lines, problems, visited, ancestors)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk_nodes(item, f"{path}.{i}", lines, problems)
+            _walk_nodes(item, f"{path}.{i}", lines, problems, visited, ancestors)
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
@@ -92,7 +118,12 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         context = getattr(exc, "context", None)
-        raise ConfigError(f"{where}invalid YAML: {what}" + (f" ({context})" if context else ""), source) from None
+        detail = f" ({context})" if context else ""
+        raise ConfigError(f"{where}invalid YAML: {what}{detail}", source) from None
+    except (ValueError, OverflowError) as exc:  # a scalar its constructor cannot convert
+        raise ConfigError(f"invalid YAML value: {str(exc).split(';')[0]}", source) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", source) from None
     return data, lines
 
 
@@ -142,7 +173,7 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
                 child = node[part] = {}
             if not isinstance(child, dict):
                 where = ".".join(parts[: i + 1])
-                problems.append(f"--set {key}: {where} is {child!r}, not a mapping")
+                problems.append(f"--set {key}: {where} is {show(child)}, not a mapping")
                 break
             node = child
         else:
@@ -255,7 +286,7 @@ def _section(config: dict, key: str, problems: list[str], optional: bool = False
             problems.append(f"{key}: missing section")
         return None
     if not isinstance(value, dict):
-        problems.append(f"{key}: expected a mapping, got {type(value).__name__} {value!r}"[:120])
+        problems.append(f"{key}: expected a mapping, got {show(value)}")
         return None
     return value
 
@@ -298,7 +329,7 @@ def _check_init(init: Any, names: list[str], problems: list[str], initializers: 
         if isinstance(spec, str):
             spec = {"name": spec}
         if not isinstance(spec, dict):
-            problems.append(f"{where}: expected an initializer name or mapping, got {spec!r}")
+            problems.append(f"{where}: expected an initializer name or mapping, got {show(spec)}")
             return
         opts = {k: v for k, v in spec.items() if k != "name"}
         _, found = initializers.check(spec.get("name"), opts, where)
@@ -311,7 +342,7 @@ def _check_init(init: Any, names: list[str], problems: list[str], initializers: 
         if extra:
             problems.append(f"model.init: 'from' takes no other keys, got {sorted(extra)}")
         if not isinstance(init["from"], str):
-            problems.append(f"model.init.from: expected a path to an .npz file, got {init['from']!r}")
+            problems.append(f"model.init.from: expected a path to an .npz file, got {show(init['from'])}")
         return
     if isinstance(init, dict) and "name" not in init:
         for key, spec in init.items():
@@ -358,7 +389,7 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
     name = run["name"]
     if not isinstance(name, str) or not _RUN_NAME.match(name) or name in (".", ".."):
         problems.append(
-            f"run.name: {name!r} is not a plain directory name (letters, digits, '.', '_', '-'; "
+            f"run.name: {show(name)} is not a plain directory name (letters, digits, '.', '_', '-'; "
             "no path separators, no leading '.')"
         )
     out["run"] = run
@@ -481,6 +512,9 @@ def _mark_overrides(lines: dict[str, int], overrides: list[str]) -> dict[str, in
         for known in [k for k in out if k == key or k.startswith(key + ".")]:
             del out[known]
         out[key] = OVERRIDDEN
+        parts = key.split(".")
+        for i in range(1, len(parts)):  # sections the override created
+            out.setdefault(".".join(parts[:i]), OVERRIDDEN)
     return out
 
 
@@ -530,11 +564,20 @@ def classify_drift(old: dict, new: dict) -> tuple[list, list, list]:
             refused.append(change)
         elif any(key == g or key.startswith(g + ".") for g in GUARDED_ON_RESUME):
             guarded.append(change)
+        elif key in ("train.steps", "train.epochs") and _schedule_spans_run(new):
+            # the schedule is stretched over the run's length: a new length is a new schedule
+            guarded.append(change)
         elif key == "run.dir":
             continue
         else:
             allowed.append(change)
     return refused, guarded, allowed
+
+
+def _schedule_spans_run(config: dict) -> bool:
+    """Whether the learning rates depend on the total number of steps."""
+    schedule = config.get("schedule") or {}
+    return schedule.get("name") in ("cosine", "linear") and schedule.get("decay_steps") is None
 
 
 def dump_yaml(config: dict) -> str:

@@ -114,6 +114,8 @@ def watch(run: str | Path, split: str = "test", weights: str = "ema", timeout: f
     run = Path(run)
     if run.is_file():
         raise ConfigError(f"--watch: {run} is a file; give the run directory")
+    if run.name == "checkpoints" and (run.parent / "status.json").exists():
+        run = run.parent  # given RUN/checkpoints: the status that ends the watch is in RUN
     rd = RunDir(run)
     cache = TrainerCache()
     done: set[str] = set()

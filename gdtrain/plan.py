@@ -14,6 +14,7 @@ import math
 from . import checkpoint
 from .config import classify_drift, run_dir
 from .data import load_dataset
+from .errors import CheckpointError
 from .rundir import RunDir
 from .train import Trainer
 
@@ -153,6 +154,14 @@ def ema_plan(trainer: Trainer, total: int) -> dict | None:
     }
 
 
+class _Refused(Exception):
+    """Stops the checkpoint search: this checkpoint's config differs in a frozen key."""
+
+    def __init__(self, path, meta: dict):
+        super().__init__(str(path))
+        self.path, self.meta = path, meta
+
+
 def resume_plan(trainer: Trainer, config: dict) -> dict:
     """What `gdtrain run` would do with the run directory as it is now."""
     rd = RunDir(run_dir(config))
@@ -165,17 +174,34 @@ def resume_plan(trainer: Trainer, config: dict) -> dict:
         return {"action": "start", "detail": f"{rd.path} has no checkpoint; training starts at step 0"
                 + ("; its old metrics.jsonl would be discarded" if rd.metrics.exists() else ""),
                 "in_use": busy}
+    # the runner's search: the newest checkpoint that verifies; its config decides, and a
+    # refused change stops the search there; one whose arrays do not fit is skipped
     skipped: list[str] = []
-    found = checkpoint.newest_good(rd.checkpoints, trainer.state_shapes(), skipped.append)
+    drift: list = []
+    shapes = {k: (v.shape, v.dtype) for k, v in trainer.state_arrays().items()}
+
+    def accept(path, arrays: dict, meta: dict) -> None:
+        saved = meta.get("config")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: metadata holds no config")
+        drift[:] = classify_drift(saved, config)
+        if drift[0]:
+            raise _Refused(path, meta)
+        if {k: (v.shape, v.dtype) for k, v in arrays.items()} != shapes:
+            raise CheckpointError(f"{path}: does not match this config's state (array names, shapes, dtypes)")
+
+    try:
+        found = checkpoint.newest_good(rd.checkpoints, None, skipped.append, accept)
+    except _Refused as stop:
+        found = (stop.path, None, stop.meta)
     if found is None:
         return {"action": "refuse", "skipped": skipped, "in_use": busy,
-                "detail": f"{rd.checkpoints}: checkpoints exist but none fits this config; "
+                "detail": f"{rd.checkpoints}: checkpoints exist but none is usable; "
                           "`gdtrain verify` tells why, --restart starts over"}
     path, _, meta = found
     step = int(meta["step"])
     out = {"checkpoint": str(path), "step": step, "skipped": skipped, "in_use": busy}
-    saved = meta.get("config")
-    refused, guarded, allowed = classify_drift(saved, config) if isinstance(saved, dict) else ([], [], [])
+    refused, guarded, allowed = drift
     out["changes"] = [{"key": k, "was": a, "now": b} for k, a, b in refused + guarded + allowed]
     if refused:
         out.update(action="refuse", detail="keys that cannot change on resume differ: "

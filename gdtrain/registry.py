@@ -14,10 +14,12 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import reprlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 from .errors import ConfigError
 
@@ -172,11 +174,14 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
             shown = value
         # numpy sizes, seeds and step counts are 64-bit: a larger number can only fail later
         if not -(2**63) <= value < 2**63:
-            return value, f"must fit in 64 bits, got {_show(shown) if len(str(shown)) < 40 else f'{shown:.3g}'}"
+            return value, f"must fit in 64 bits, got {_show_number(shown)}"
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return value, f"expected a number, got {_show(value)}"
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float
+            return value, f"must be a finite number, got {_show_number(value)}"
         if not math.isfinite(value):
             return value, f"must be a finite number, got {value}"
     elif base is str:
@@ -194,16 +199,31 @@ def _check_constraints(value: Any, constraints: list) -> tuple[Any, str | None]:
     return value, None
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
+def _show_number(value: int | float) -> str:
+    # a 5000-digit integer is not worth printing (and str() refuses beyond 4300 digits)
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"an integer of {value.bit_length()} bits"
+    return _show(value)
+
+
+# Bounded reprs: a value in a message is shown, never dumped (a YAML alias can make a
+# list of a billion items out of a few lines).
+_REPR = reprlib.Repr()
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong, _REPR.maxlevel = 60, 60, 40, 3
+
+
+def show(value: Any) -> str:
+    """A config value as a message shows it: YAML spelling for null/true/false, bounded."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        return f"a {type(value).__name__} {value!r}"[:80]
-    return repr(value)
+        return f"a {type(value).__name__} {_REPR.repr(value)}"
+    return _REPR.repr(value)
+
+
+_show = show
 
 
 @dataclass(frozen=True)
@@ -236,7 +256,8 @@ class Registry:
         return decorate
 
     def __contains__(self, name: object) -> bool:
-        return name in self._table
+        # a config may hold a list or mapping where a name belongs: unhashable, not an error here
+        return isinstance(name, str) and name in self._table
 
     def __iter__(self):
         return iter(self._table)
@@ -273,7 +294,7 @@ class Registry:
         """
         if not isinstance(name, str):
             valid = ", ".join(self.names())
-            return {}, [f"{where}.name: expected a {self.kind} name, got {_show(name)}; valid: {valid}"]
+            return {}, [f"{where}.name: expected a name, got {_show(name)}; valid: {valid}"]
         if name not in self._table:
             valid = ", ".join(self.names())
             return {}, [

@@ -110,17 +110,13 @@ def _check_drift(saved: dict, config: dict, where: Path, allow: bool) -> list[st
             f"trainable list: {_changes(refused)}; use --restart to start over, or a new run.name"
         )
     if guarded and not allow:
+        length = any(k in ("train.steps", "train.epochs") for k, _, _ in guarded)
+        why = "; the schedule spans the whole run: a new length changes its learning rates" if length else ""
         raise ConfigError(
             f"resuming {where} with a changed optimizer, schedule, l2 or ema needs "
-            f"--allow-config-change: {_changes(guarded)}"
+            f"--allow-config-change: {_changes(guarded)}{why}"
         )
-    notes = [f"config change on resume: {_changes([c])}" for c in guarded + allowed]
-    schedule = config.get("schedule") or {}
-    steps_changed = any(k in ("train.steps", "train.epochs") for k, _, _ in allowed)
-    if steps_changed and schedule.get("name") in ("cosine", "linear") and schedule.get("decay_steps") is None:
-        notes.append(f"note: the {schedule['name']} schedule spans the whole run, so its learning "
-                     "rates from here on follow the new length")
-    return notes
+    return [f"config change on resume: {_changes([c])}" for c in guarded + allowed]
 
 
 def _check_fits(path: Path, arrays: dict, trainer: Trainer) -> None:
@@ -155,6 +151,8 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
         saved = meta.get("config")
         if not isinstance(saved, dict):
             raise CheckpointError(f"{path}: metadata holds no config")
+        if meta.get("config_hash") != config_hash(saved):
+            raise CheckpointError(f"{path}: the config in its metadata does not match its hash (damaged)")
         notes[:] = _check_drift(saved, config, rd.path, opts.allow_config_change)
         _check_fits(path, arrays, trainer)
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from resume_helpers import (
     Recorder,
@@ -171,20 +172,42 @@ def _drop_array(path: Path) -> None:
             zf.writestr(name, data)
 
 
+def _tamper_config(path: Path) -> None:
+    """Arrays intact, but the config stored beside them no longer matches its hash."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    meta = json.loads(np.load(io.BytesIO(members["__meta__.npy"])).tobytes())
+    meta["config"]["optimizer"]["learning_rate"] = 0.3
+    buf = io.BytesIO()
+    np.save(buf, np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8))
+    members["__meta__.npy"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
 def _wrong_step(path: Path) -> None:
     """A whole, valid checkpoint under another step's name."""
     shutil.copyfile(path.with_name(checkpoint.checkpoint_name(15)), path)
 
 
 DAMAGE = {"truncated": _truncate, "empty": _empty, "array bit flipped": _flip_array_byte,
-          "byte flipped": _flip_byte_anywhere, "array missing": _drop_array, "renamed": _wrong_step}
+          "byte flipped": _flip_byte_anywhere, "array missing": _drop_array, "renamed": _wrong_step,
+          "config tampered": _tamper_config}
+
+
+KEEP_ALL = {"train": {"checkpoint_every": 5, "keep_checkpoints": 10}}
+ONE_SAVE = {"train": {"checkpoint_every": 0}}  # for tests about something else than saving
 
 
 @pytest.fixture(scope="module")
 def every_five(tmp_path_factory):
     """A finished run with checkpoints 5, 10, …, 30 all kept."""
     root = tmp_path_factory.mktemp("every-five")
-    run(make_config(root, "ref", {"train": {"checkpoint_every": 5, "keep_checkpoints": 10}}))
+    run(make_config(root, "ref", KEEP_ALL))
     return root / "ref"
 
 
@@ -194,11 +217,11 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_previous_good_one_used(
     run_dir = cut_back(every_five, tmp_path / "ref", 20)
     damaged = run_dir / "checkpoints" / "ckpt-00000020.npz"
     DAMAGE[kind](damaged)
-    if kind != "renamed":  # whole and valid in itself; only its name lies
+    if kind not in ("renamed", "config tampered"):  # arrays whole: only a resume's checks see it
         with pytest.raises(CheckpointError):
             checkpoint.load(damaged)
     rec = Recorder()
-    summary = run(make_config(tmp_path, "ref", {"train": {"checkpoint_every": 5, "keep_checkpoints": 10}}), rec)
+    summary = run(make_config(tmp_path, "ref", KEEP_ALL), rec)
     assert summary["resumed_from"] == 15
     assert len(rec.warnings) == 1 and "ckpt-00000020.npz" in rec.warnings[0], rec.warnings
     assert_same_state(summary["trainer"].state_arrays(), reference, kind)
@@ -210,8 +233,7 @@ def test_when_no_checkpoint_is_good_the_run_stops_and_touches_nothing(tmp_path, 
         list(DAMAGE.values())[i % len(DAMAGE)](path)
     files = sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock")
     before = {p: p.read_bytes() for p in files}
-    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref",
-                        {"train": {"checkpoint_every": 5, "keep_checkpoints": 10}})
+    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref", KEEP_ALL)
     code, out, err = cli("run", config, "-q")
     assert code == 2
     assert "no usable checkpoint" in err and "Traceback" not in err
@@ -233,7 +255,7 @@ def test_stale_temporary_files_are_ignored_then_removed(tmp_path, every_five, re
     (ckpts / ".tmp-latest.4243").write_bytes(b"ckpt-00000025.npz\n")
     (run_dir / ".tmp-metrics.jsonl.4244").write_text('{"step": 1')
     rec = Recorder()
-    summary = run(make_config(tmp_path, "ref", {"train": {"checkpoint_every": 5, "keep_checkpoints": 10}}), rec)
+    summary = run(make_config(tmp_path, "ref", KEEP_ALL), rec)
     assert summary["resumed_from"] == 20
     assert temporaries(run_dir) == []
     assert len([w for w in rec.warnings if "interrupted save" in w]) == 4
@@ -304,7 +326,7 @@ def test_pruning_that_fails_does_not_fail_the_save(tmp_path, monkeypatch, refere
 
 
 def test_an_unwritable_run_directory_is_refused_before_the_first_step(tmp_path, cli):
-    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref")
+    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref", ONE_SAVE)
     run_dir = tmp_path / "runs" / "ref"
     run_dir.mkdir(parents=True)
     (run_dir / "checkpoints").write_text("a file where the checkpoints directory should be")
@@ -319,7 +341,7 @@ def test_an_unwritable_run_directory_is_refused_before_the_first_step(tmp_path, 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
 def test_a_read_only_run_directory_is_refused_before_the_first_step(tmp_path, cli):
-    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref")
+    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref", ONE_SAVE)
     (tmp_path / "runs" / "ref" / "checkpoints").mkdir(parents=True)
     (tmp_path / "runs" / "ref" / "checkpoints").chmod(0o555)
     try:
@@ -333,7 +355,7 @@ def test_a_read_only_run_directory_is_refused_before_the_first_step(tmp_path, cl
 
 
 def test_a_second_run_on_a_locked_directory_exits_naming_the_holder(tmp_path, cli):
-    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref")
+    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref", ONE_SAVE)
     holder = RunDir(tmp_path / "runs" / "ref")
     holder.ensure_writable()
     holder.lock()
@@ -359,7 +381,7 @@ time.sleep(120)
 def test_the_lock_names_another_process_and_dies_with_it(tmp_path, cli):
     """Held by a live process: refused, naming its pid. That process killed with -9:
     the kernel drops its lock, and the next run proceeds."""
-    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref")
+    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref", ONE_SAVE)
     other = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / "runs" / "ref")],
                              stdout=subprocess.PIPE, text=True)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from resume_helpers import (
     Recorder,
     assert_same_state,
@@ -43,7 +44,8 @@ def test_reference_run_exercises_every_kind_of_state(reference):
     state = checkpoint_arrays(ref_dir, STEPS)
     kinds = {name.split("/")[0] for name in state}
     assert kinds == {"param", "slot", "ema"}
-    assert {n for n in state if n.startswith("slot/")} == {f"slot/accum/{k}" for k in ("W1", "b1", "W2", "b2")}
+    slots = {n for n in state if n.startswith("slot/")}
+    assert slots == {f"slot/accum/{k}" for k in ("W1", "b1", "W2", "b2")}
     # 12.5 steps per epoch: the staircase halves the rate at two epoch boundaries
     lrs = sorted({lr for _, _, lr, _ in train_records(ref_dir)}, reverse=True)
     assert lrs == [0.2, 0.1, 0.05]
@@ -71,7 +73,7 @@ def test_resume_from_every_step_is_bit_identical(reference, tmp_path, cut, no_fs
     assert not rec.warnings
 
 
-def test_longer_run_resumes_exactly_from_a_finished_shorter_one(reference, tmp_path):
+def test_longer_run_resumes_exactly_from_a_finished_shorter_one(reference, tmp_path, no_fsync):
     """train.steps may grow on resume (with a note): 20 steps then 10 more equals 30."""
     ref_dir, _ = reference
     run(make_config(tmp_path, "ref", {"train": {"steps": 20}}))
@@ -82,7 +84,7 @@ def test_longer_run_resumes_exactly_from_a_finished_shorter_one(reference, tmp_p
     assert_same_state(summary["trainer"].state_arrays(), checkpoint_arrays(ref_dir, STEPS))
 
 
-def test_resume_prefers_a_complete_checkpoint_newer_than_the_pointer(reference, tmp_path):
+def test_resume_prefers_a_complete_checkpoint_newer_than_the_pointer(reference, tmp_path, no_fsync):
     """A save killed between its rename and the pointer's leaves a whole, verified newer
     checkpoint: it is used, so no saved progress is lost."""
     ref_dir, _ = reference
@@ -158,3 +160,19 @@ def test_length_logging_and_checkpoint_intervals_may_change_with_a_note(tmp_path
     assert f"config change on resume: {shown}" in out
     status = json.loads((tmp_path / "runs" / "drift" / "status.json").read_text())
     assert status["status"] == "finished" and status["step"] == 15
+
+
+def test_a_new_length_needs_the_flag_when_the_schedule_spans_the_run(tmp_path, cli):
+    """A cosine schedule without decay_steps is stretched over train.steps: changing the
+    length changes every learning rate still to come, so it is guarded, not just noted."""
+    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "drift",
+                        {"train": {"steps": 10, "checkpoint_every": 5}})
+    raw = yaml.safe_load(config.read_text())
+    raw["schedule"] = {"name": "cosine"}
+    config.write_text(yaml.safe_dump(raw))
+    code, _, err = cli("run", config, "-q")
+    assert code == 0, err
+    code, _, err = cli("run", config, "-q", "--set", "train.steps=15")
+    assert code == 2 and "train.steps: 10 -> 15" in err and "spans the whole run" in err
+    code, out, err = cli("run", config, "--set", "train.steps=15", "--allow-config-change")
+    assert code == 0 and "config change on resume: train.steps: 10 -> 15" in out

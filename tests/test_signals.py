@@ -42,7 +42,8 @@ def _wait_for_progress(proc: subprocess.Popen, metrics: Path, lines: int = 2) ->
     pytest.fail("gdtrain run made no progress")
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_a_real_run_saves_exits_and_resumes_exactly(tmp_path, sig, code):
     config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "sig", ENDLESS)
     run_dir = tmp_path / "runs" / "sig"

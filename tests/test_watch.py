@@ -51,6 +51,8 @@ def test_watch_scores_every_checkpoint_of_a_finished_run_then_stops(finished, cl
     assert json.loads(single)["loss"] == results[-1]["loss"]
     code, text, _ = cli("eval", finished, "--watch", "--weights", "raw", "--interval", "0.01")
     assert code == 0 and len(text.splitlines()) == 6 and "(raw weights)" in text
+    # given the checkpoints folder rather than the run, it still sees the run has finished
+    assert [r["step"] for r in watch(finished / "checkpoints", sleep=pytest.fail)] == [5, 10, 15, 20, 25, 30]
 
 
 def test_watch_survives_checkpoints_deleted_or_half_written_under_it(finished, tmp_path, monkeypatch):

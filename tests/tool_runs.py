@@ -63,7 +63,8 @@ def classifier(tmp_path: Path, name: str = "clf", **sections) -> dict:
     base = {"data": data, "model": {"name": "softmax"}, "loss": {"name": "cross_entropy"},
             "optimizer": {"name": "sgd", "learning_rate": 0.5}, "ema": {"decay": 0.9},
             "train": {"batch_size": 10, "steps": 30, "log_every": 5, "eval_every": 10}}
-    base.update(sections)
+    for key, value in sections.items():
+        base[key] = {**base[key], **value} if key == "train" else value
     return config(tmp_path, name, **base)
 
 

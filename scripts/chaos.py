@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Chaos test: real MNIST trainings killed with SIGKILL at random moments, resumed each
+time until they finish, then compared bit for bit with a run that was never stopped.
+
+    .venv/bin/python scripts/chaos.py 50            # or: make chaos N=50
+
+Each of the N runs is started with `gdtrain run`, killed with kill -9 at a random
+moment (one kill in five during start-up and data loading, the rest at a uniform
+moment of the training itself, saves included), started again with the same
+command, and so on until a start runs to the end. After every kill the run directory
+is checked: every checkpoint file present must verify and the `latest` pointer must
+name one that exists. A finished run counts as identical when every array of its
+final checkpoint (parameters, optimizer slots, EMA shadows) has the same bytes as the
+reference run's, and its log holds the same training losses.
+
+Prints one line per run and a summary; exits 0 only if all N runs ended identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gdtrain import checkpoint  # noqa: E402
+from gdtrain.errors import CheckpointError  # noqa: E402
+
+DEFAULT_SETTINGS = ["train.steps=300", "train.checkpoint_every=25", "train.log_every=25",
+                    "train.keep_checkpoints=3"]
+MAX_KILLS = 12  # after this many, a run is left to finish: chaos must end
+STARTUP_SHARE = 0.2  # share of kills aimed at start-up (imports, data loading, resume)
+
+
+@dataclass
+class Outcome:
+    index: int
+    kills: int = 0
+    mid_save: int = 0  # kills that left a temporary file: the save was cut short
+    damaged: list[str] = field(default_factory=list)
+    identical: bool = False
+    log_identical: bool = False
+    differs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def command(config: Path, run_root: Path, settings: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "gdtrain", "run", str(config), "-q", "--set", f"run.dir={run_root}"]
+    for s in settings:
+        cmd += ["--set", s]
+    return cmd
+
+
+def run_name(config: Path, settings: list[str]) -> str:
+    from gdtrain.config import load
+
+    return load(config, settings)["run"]["name"]
+
+
+def final_arrays(run_dir: Path) -> dict:
+    found = checkpoint.list_checkpoints(run_dir / "checkpoints")
+    arrays, _ = checkpoint.load(found[-1])
+    return arrays
+
+
+def train_losses(run_dir: Path) -> list[tuple]:
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("event") == "train":
+            out.append((record["step"], record["loss"], record["lr"]))
+    return out
+
+
+def check_after_kill(run_dir: Path) -> list[str]:
+    """What a kill -9 must never leave: a checkpoint that fails to verify, a dangling pointer."""
+    problems = []
+    ckpts = run_dir / "checkpoints"
+    names = set()
+    for path in checkpoint.list_checkpoints(ckpts):
+        names.add(path.name)
+        try:
+            checkpoint.load(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    pointer = checkpoint.read_pointer(ckpts)
+    if pointer is not None and pointer not in names:
+        problems.append(f"latest names {pointer}, which does not exist")
+    return problems
+
+
+def started_training(run_dir: Path, pid: int) -> bool:
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return status.get("pid") == pid and status.get("status") == "running"
+
+
+def chaos_run(index: int, cmd: list[str], run_dir: Path, reference: dict, ref_losses: list,
+              startup: float, training: float, rng: random.Random) -> Outcome:
+    out = Outcome(index)
+    t0 = time.monotonic()
+    while True:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        kill_now = out.kills < MAX_KILLS
+        # the first start is always killed (well before its expected end); later ones
+        # may outlive their kill moment, which is how a run gets to finish
+        within = 0.9 * training if out.kills == 0 else training
+        if kill_now and rng.random() < STARTUP_SHARE:
+            deadline = time.monotonic() + rng.uniform(0, startup)
+        else:
+            deadline = None  # set once training has begun
+        while kill_now and proc.poll() is None:
+            now = time.monotonic()
+            if deadline is None and started_training(run_dir, proc.pid):
+                deadline = now + rng.uniform(0, within)
+            if deadline is not None and now >= deadline:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        _, err = proc.communicate()
+        if proc.returncode == 0:
+            break
+        if proc.returncode != -signal.SIGKILL:
+            out.damaged.append(f"gdtrain exited {proc.returncode}: {err.decode(errors='replace').strip()}")
+            break
+        out.kills += 1
+        ckpts = run_dir / "checkpoints"
+        if ckpts.is_dir() and any(p.name.startswith(checkpoint.TMP_PREFIX) for p in ckpts.iterdir()):
+            out.mid_save += 1
+        out.damaged += check_after_kill(run_dir)
+    out.seconds = time.monotonic() - t0
+    if proc.returncode == 0:
+        arrays = final_arrays(run_dir)
+        out.differs = [k for k in reference
+                       if k not in arrays or arrays[k].tobytes() != reference[k].tobytes()]
+        out.differs += [k for k in arrays if k not in reference]
+        out.identical = not out.differs
+        out.log_identical = train_losses(run_dir) == ref_losses
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("n", type=int, help="number of runs to kill and resume")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "mnist_softmax.yaml")
+    parser.add_argument("--set", dest="settings", action="append", default=None, metavar="KEY=VALUE",
+                        help=f"config overrides (default: {' '.join(DEFAULT_SETTINGS)})")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--keep", action="store_true", help="keep the run directories")
+    args = parser.parse_args()
+    settings = args.settings or DEFAULT_SETTINGS
+    config = args.config.resolve()
+    name = run_name(config, settings)
+    work = Path(tempfile.mkdtemp(prefix="gdtrain-chaos-"))
+    try:
+        print(f"chaos: {args.n} runs of {config.name} ({' '.join(settings)}), kill -9 at random moments, "
+              f"{args.jobs} at a time, seed {args.seed}; work in {work}", flush=True)
+        t0 = time.monotonic()
+        done = subprocess.run(command(config, work / "reference", settings), cwd=REPO,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"chaos: the reference run failed: {done.stderr.strip()}", file=sys.stderr)
+            return 2
+        total = time.monotonic() - t0
+        ref_dir = work / "reference" / name
+        reference = final_arrays(ref_dir)
+        ref_losses = train_losses(ref_dir)
+        status = json.loads((ref_dir / "status.json").read_text())
+        training = max(status["elapsed"], 0.05)
+        startup = max(total - training, 0.05)
+        print(f"reference: {total:.1f}s ({startup:.1f}s start-up, {training:.1f}s training), "
+              f"final step {status['step']}", flush=True)
+
+        lock = threading.Lock()
+
+        def one(i: int) -> Outcome:
+            rng = random.Random(f"{args.seed}-{i}")
+            outcome = chaos_run(i, command(config, work / f"run-{i:03d}", settings),
+                                work / f"run-{i:03d}" / name, reference, ref_losses, startup, training, rng)
+            verdict = "identical" if outcome.identical else f"DIFFERS in {', '.join(outcome.differs) or '?'}"
+            with lock:
+                print(f"run {i:3d}: {outcome.kills:2d} kills ({outcome.mid_save} mid-save), "
+                      f"{outcome.seconds:5.1f}s, {verdict}"
+                      + ("" if outcome.log_identical else ", log differs")
+                      + "".join(f"\n    damage: {d}" for d in outcome.damaged), flush=True)
+            if not args.keep:
+                shutil.rmtree(work / f"run-{i:03d}", ignore_errors=True)
+            return outcome
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            outcomes = list(pool.map(one, range(1, args.n + 1)))
+
+        identical = sum(o.identical and o.log_identical for o in outcomes)
+        kills = sum(o.kills for o in outcomes)
+        unkilled = sum(o.kills == 0 for o in outcomes)
+        mid_save = sum(o.mid_save for o in outcomes)
+        damaged = sum(len(o.damaged) for o in outcomes)
+        print(f"chaos: {identical}/{args.n} runs ended bit-identical to the uninterrupted reference "
+              f"({kills} kill -9s, {mid_save} of them mid-save; {damaged} damaged checkpoints or failed "
+              f"starts seen; {unkilled} runs never killed; {time.monotonic() - t0:.0f}s in all)", flush=True)
+        return 0 if identical == args.n and not damaged else 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

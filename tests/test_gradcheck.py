@@ -1,0 +1,115 @@
+"""`gdtrain gradcheck`: every model × loss passes; a deliberately broken gradient fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from tool_runs import classes_npz, config, values_npz, write_yaml
+
+from gdtrain.config import resolve
+from gdtrain.gradcheck import gradcheck
+from gdtrain.losses import LOSSES
+from gdtrain.models import ACTIVATIONS, MODELS
+
+# every model, and the MLP with each activation
+MODEL_CASES = [(m, {}) for m in sorted(MODELS) if m != "mlp"] + [
+    ("mlp", {"hidden": 5, "activation": a}) for a in sorted(ACTIVATIONS)]
+
+
+def _config(tmp_path, model: str, model_opts: dict, loss: str, **sections) -> dict:
+    """model × loss on data the loss accepts: class labels where it takes them, else values."""
+    if LOSSES.build(loss, {}, "loss").accepts_classes:
+        data = {"name": "npz", "path": str(classes_npz(tmp_path, n=30, k=3, d=4))}
+    else:
+        data = {"name": "npz", "path": str(values_npz(tmp_path, n=30, d=4, outputs=2))}
+    return resolve(config(tmp_path, data=data, model={"name": model, **model_opts},
+                          loss={"name": loss, "reduction": "sum"}, **sections))
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+@pytest.mark.parametrize("model,opts", MODEL_CASES,
+                         ids=[f"{m}-{o.get('activation', '')}".rstrip("-") for m, o in MODEL_CASES])
+def test_every_model_and_loss_passes(tmp_path, model, opts, loss):
+    result = gradcheck(_config(tmp_path, model, opts, loss, l2={"scale": 0.05}), batch=6, entries=12)
+    assert result["ok"], result["params"]
+    names = MODELS.build(model, opts, "model", input_dim=4, output_dim=3 if loss != "mse" else 2).names
+    assert [r["name"] for r in result["params"]] == names
+    for row in result["params"]:
+        assert row["checked"] == min(12, row["size"])
+        assert row["relative_error"] < 1e-7  # far inside the tolerance: float64 differences are this good
+        assert row["max_abs_grad"] > 0
+
+
+def test_only_trainable_parameters_and_l2_is_included(tmp_path):
+    cfg = _config(tmp_path, "softmax", {}, "cross_entropy", l2={"scale": 3.0}, train={"trainable": ["W"]})
+    result = gradcheck(cfg)
+    assert [r["name"] for r in result["params"]] == ["W"] and result["frozen"] == ["b"]
+    assert result["ok"] and result["l2_params"] == ["W"]
+
+
+def _broken_model(monkeypatch, factor: float):
+    """Register a 'linear' whose backward scales W's gradient: an error gradcheck must catch."""
+    real = MODELS.get("linear")
+
+    def broken(input_dim, output_dim, use_bias: bool = True):
+        model = real(input_dim, output_dim, use_bias)
+        backward = model.backward
+
+        def wrong(p, cache, dout, wanted):
+            grads = backward(p, cache, dout, wanted)
+            if "W" in grads:
+                grads["W"] = grads["W"] * factor
+            return grads
+
+        return dataclasses.replace(model, backward=wrong)
+
+    monkeypatch.setitem(MODELS._table, "linear", broken)
+
+
+def test_a_broken_model_gradient_fails(tmp_path, monkeypatch):
+    cfg = _config(tmp_path, "linear", {}, "mse")
+    _broken_model(monkeypatch, 1.001)  # off by a tenth of a percent
+    result = gradcheck(cfg)
+    rows = {r["name"]: r for r in result["params"]}
+    assert not result["ok"]
+    assert not rows["W"]["ok"] and rows["W"]["relative_error"] == pytest.approx(1e-3, rel=0.01)
+    assert rows["b"]["ok"]
+
+
+def test_a_broken_loss_gradient_fails(tmp_path, monkeypatch):
+    real = LOSSES.get("mse")
+
+    def half_mse(reduction="mean"):
+        loss = real(reduction)
+        value_and_grad = loss.value_and_grad
+
+        def wrong(x, y):
+            value, grad = value_and_grad(x, y)
+            return value, grad / 2  # forgot the 2 of d(x - y)²/dx
+
+        return dataclasses.replace(loss, value_and_grad=wrong)
+
+    cfg = _config(tmp_path, "mlp", {"hidden": 3}, "mse")
+    monkeypatch.setitem(LOSSES._table, "mse", half_mse)
+    result = gradcheck(cfg)
+    assert not any(r["ok"] for r in result["params"])
+    assert all(r["relative_error"] == pytest.approx(0.5, rel=1e-3) for r in result["params"])
+
+
+def test_cli_exit_codes(tmp_path, cli, monkeypatch):
+    path = write_yaml(tmp_path / "gc.yaml", config(tmp_path))
+    code, out, err = cli("gradcheck", path)
+    assert code == 0, err
+    assert "W" in out and "ok" in out
+    code, out, err = cli("gradcheck", path, "--json", "--set", "l2.scale=0.1")
+    assert code == 0, err
+    assert json.loads(out)["l2"] == 0.1
+    _broken_model(monkeypatch, 1.5)
+    code, out, err = cli("gradcheck", path)
+    assert code == 1
+    assert "FAIL" in out
+    assert err.startswith("gdtrain: error: gradient check failed") and " W " in err and "b " not in err
+    code, _, err = cli("gradcheck", path, "--tolerance", "0")
+    assert code == 2 and "--tolerance" in err

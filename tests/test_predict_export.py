@@ -1,0 +1,139 @@
+"""`gdtrain predict` and `gdtrain export`: new inputs in three formats, weights that round-trip."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+
+import numpy as np
+import pytest
+from tool_runs import classifier, config, run, run_dir, write_yaml
+
+from gdtrain.checkpoint import read_npz
+from gdtrain.config import resolve
+from gdtrain.data import load_dataset
+from gdtrain.inspect_run import load_trainer
+from gdtrain.train import Trainer
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _csv(text: str) -> tuple[list[str], np.ndarray]:
+    header, *rows = text.strip().splitlines()
+    return header.split(","), np.loadtxt(io.StringIO("\n".join(rows)), delimiter=",", ndmin=2)
+
+
+@pytest.fixture
+def trained(tmp_path):
+    raw = classifier(tmp_path)
+    run(raw)
+    return raw
+
+
+def test_export_writes_the_ema_weights_by_name(trained, tmp_path, cli):
+    out = tmp_path / "weights.npz"
+    code, text, err = cli("export", run_dir(trained), "--out", out)
+    assert code == 0, err
+    assert "W 2x3, b 3" in text and "ema weights of step 30" in text
+    arrays = read_npz(out)
+    trainer, _, _ = load_trainer(run_dir(trained))
+    assert sorted(arrays) == ["W", "b"]
+    for name in ("W", "b"):
+        assert arrays[name].dtype == np.float32
+        assert np.array_equal(arrays[name], trainer.ema[name])
+        assert not np.array_equal(arrays[name], trainer.params[name])  # EMA differs from raw here
+    code, _, _ = cli("export", run_dir(trained), "--out", tmp_path / "raw.npz", "--weights", "raw")
+    assert code == 0
+    assert np.array_equal(read_npz(tmp_path / "raw.npz")["W"], trainer.params["W"])
+
+
+def test_exported_weights_round_trip_through_init_from(trained, tmp_path, cli):
+    weights = tmp_path / "weights.npz"
+    assert cli("export", run_dir(trained), "--out", weights)[0] == 0
+    raw = classifier(tmp_path, "again", model={"name": "softmax", "init": {"from": str(weights)}},
+                     train={"steps": 2})
+    trainer = Trainer(resolve(raw), load_dataset(resolve(raw)["data"], "float32"))
+    exported = read_npz(weights)
+    assert all(np.array_equal(trainer.params[k], exported[k]) for k in ("W", "b"))
+    # and a run starts from them: its predictions before any update are the first run's
+    np.savez(tmp_path / "in.npz", x=np.array([[0.5, -1.0], [2.0, 3.0], [-4.0, 0.0]]))
+    code, first, err = cli("predict", run_dir(trained), tmp_path / "in.npz")
+    assert code == 0, err
+    path = write_yaml(tmp_path / "again.yaml", {**raw, "train": {**raw["train"], "steps": 1},
+                                                "optimizer": {"name": "sgd", "learning_rate": 1e-30}})
+    code, _, err = cli("run", path, "--quiet")
+    assert code == 0, err
+    code, second, err = cli("predict", run_dir(raw), tmp_path / "in.npz", "--weights", "raw")
+    assert code == 0, err
+    assert np.allclose(_csv(first)[1], _csv(second)[1], rtol=1e-6, atol=1e-7)
+
+
+def test_predict_classes_from_npz_csv_and_idx(trained, tmp_path, cli):
+    trainer, _, _ = load_trainer(run_dir(trained))
+    w = {k: v.astype(np.float64) for k, v in trainer.ema.items()}
+    x = np.array([[0.0, 0.0], [3.0, -2.0], [-5.0, 1.0], [1.5, 4.0]])
+    expected = _softmax(x @ w["W"] + w["b"])
+
+    np.savez(tmp_path / "in.npz", x=x)
+    (tmp_path / "in.csv").write_text("f0,f1\n" + "\n".join(f"{a},{b}" for a, b in x) + "\n")
+    for source in ("in.npz", "in.csv"):
+        code, out, err = cli("predict", run_dir(trained), tmp_path / source)
+        assert code == 0, err
+        header, table = _csv(out)
+        assert header == ["class", "p_0", "p_1", "p_2"]
+        assert np.allclose(table[:, 1:], expected, rtol=1e-5, atol=1e-7)
+        assert np.array_equal(table[:, 0], expected.argmax(axis=1))
+
+    # IDX of unsigned bytes: scaled by 1/255, as the mnist dataset reads them
+    pixels = np.array([[0, 255], [128, 3], [17, 200]], np.uint8)
+    idx = struct.pack(">BBBB", 0, 0, 0x08, 2) + struct.pack(">2I", *pixels.shape) + pixels.tobytes()
+    (tmp_path / "in-idx2-ubyte.gz").write_bytes(gzip.compress(idx))
+    code, out, err = cli("predict", run_dir(trained), tmp_path / "in-idx2-ubyte.gz")
+    assert code == 0, err
+    want = _softmax((pixels / 255.0) @ w["W"] + w["b"])
+    assert np.allclose(_csv(out)[1][:, 1:], want, rtol=1e-5, atol=1e-7)
+
+    code, _, err = cli("predict", run_dir(trained), tmp_path / "in.npz", "--out", tmp_path / "p.npz")
+    assert code == 0 and "4 rows of classes" in err
+    saved = read_npz(tmp_path / "p.npz")
+    assert np.array_equal(saved["classes"], expected.argmax(axis=1))
+    assert np.allclose(saved["probabilities"], expected, rtol=1e-5)
+
+
+def test_predict_values_of_a_regression(tmp_path, cli):
+    raw = config(tmp_path)
+    run(raw)
+    trainer, _, _ = load_trainer(run_dir(raw))
+    x = np.array([[0.1, 0.2], [0.9, 0.4]])
+    np.savez(tmp_path / "in.npz", x=x)
+    code, _, err = cli("predict", run_dir(raw), tmp_path / "in.npz", "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    header, table = _csv((tmp_path / "p.csv").read_text())
+    assert header == ["y_0"]
+    p = {k: v.astype(np.float64) for k, v in trainer.params.items()}
+    assert np.allclose(table[:, 0], (x @ p["W"] + p["b"])[:, 0], rtol=1e-6)
+
+
+def test_inputs_that_do_not_fit_are_refused(trained, tmp_path, cli):
+    np.savez(tmp_path / "wide.npz", x=np.zeros((3, 5)))
+    code, _, err = cli("predict", run_dir(trained), tmp_path / "wide.npz")
+    assert code == 2 and "5 features per row, but the model takes 2" in err
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+    code, _, err = cli("predict", run_dir(trained), tmp_path / "ragged.csv")
+    assert code == 2 and "ragged.csv:2: 1 columns, expected 2" in err
+    (tmp_path / "nan.csv").write_text("1,2\nnan,3\n")
+    code, _, err = cli("predict", run_dir(trained), tmp_path / "nan.csv")
+    assert code == 2 and "row 2, feature 1" in err
+    (tmp_path / "junk.idx").write_bytes(b"not idx at all")
+    code, _, err = cli("predict", run_dir(trained), tmp_path / "junk.idx")
+    assert code == 2 and "junk.idx" in err
+    code, _, err = cli("predict", run_dir(trained), tmp_path / "missing.npz")
+    assert code == 2 and "no such file" in err
+    code, _, err = cli("export", run_dir(trained), "--out", tmp_path / "w.txt")
+    assert code == 2 and ".npz" in err
+    code, _, err = cli("predict", run_dir(trained), tmp_path / "wide.npz", "--weights", "best")
+    assert code == 2 and "--weights" in err
