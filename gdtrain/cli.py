@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -79,8 +79,10 @@ def main_options(
 
 
 SetOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. optimizer.learning_rate=0.1."),
+    list[str] | None,
+    typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. optimizer.learning_rate=0.1."
+    ),
 ]
 
 
@@ -98,12 +100,15 @@ def _load_config(path: Path, overrides: list[str] | None) -> dict:
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     set_: SetOption = None,
-    restart: Annotated[bool, typer.Option("--restart", help="Start over, deleting the run's checkpoints.")] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start over, deleting the run's checkpoints.")
+    ] = False,
     allow_config_change: Annotated[
         bool, typer.Option("--allow-config-change", help="Resume even if optimizer/schedule/l2/ema changed.")
     ] = False,
     smoke: Annotated[
-        bool, typer.Option("--smoke", help="A few steps on a slice: save, resume, evaluate; exit 1 on failure.")
+        bool,
+        typer.Option("--smoke", help="A few steps on a slice: save, resume, evaluate; exit 1 on failure."),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or log lines.")] = False,
 ):

@@ -140,6 +140,8 @@ def plot_curves(runs: list[str | Path], out: str | Path) -> Path:
     lrs = [v for c in curves for v in c.lr]
     if lrs and min(lrs) > 0 and max(lrs) / min(lrs) > 100:
         ax_lr.set_yscale("log")
+    elif lrs:
+        ax_lr.set_ylim(bottom=0)  # a constant rate otherwise gets an axis of its rounding noise
     if losses:
         ax_loss.legend(fontsize="small")
     return _save(fig, out)

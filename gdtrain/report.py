@@ -87,7 +87,8 @@ class ConsoleReporter(Reporter):
         table = Table(title=f"{summary['run_dir']}", show_header=False, title_justify="left")
         ev = summary["eval"]
         rows = [
-            ("steps", f"{summary['steps']}" + (f" (resumed at {summary['resumed_from']})" if summary["resumed_from"] else "")),
+            ("steps", f"{summary['steps']}"
+             + (f" (resumed at {summary['resumed_from']})" if summary["resumed_from"] else "")),
             ("final batch loss", _fmt(summary["final_loss"])),
         ]
         if summary["l2"]:
@@ -131,7 +132,8 @@ def sparkline(values: list[float], width: int = 60) -> str:
         values = [values[int(i * step)] for i in range(width)]
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
-    return "".join(_BLOCKS[min(7, int((v - lo) / span * 8))] for v in values) + f"  {values[0]:.4g} → {values[-1]:.4g}"
+    blocks = "".join(_BLOCKS[min(7, int((v - lo) / span * 8))] for v in values)
+    return f"{blocks}  {values[0]:.4g} → {values[-1]:.4g}"
 
 
 def print_evaluation(console: Console, result: dict) -> None:
