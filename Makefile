@@ -33,6 +33,18 @@ lint: $(VENV)/.installed-dev
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 
+# Speed table: gdtrain against a minimal NumPy loop and PyTorch CPU (benchmarks/bench.py;
+# not part of `make test`). PyTorch is compared only when it imports; `make bench TORCH=1`
+# installs the pinned CPU build first. BENCH_ARGS passes options, e.g. --reps 3 --threads 1.
+TORCH ?= 0
+BENCH_ARGS ?=
+bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet threadpoolctl
+ifeq ($(TORCH),1)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+endif
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
 # Kill -9 N real MNIST trainings at random moments, resume each until it finishes, and
 # count how many end bit-identical to an uninterrupted run (scripts/chaos.py).
 N ?= 50

@@ -49,8 +49,9 @@ def mlp_momentum_ema(x, y, params, order, steps, *, batch=200, lr0=0.1, decay_ra
         with torch.no_grad():
             torch._foreach_lerp_(shadows, [v.detach() for v in variables], 1.0 - d)
         loss = out.item()
-    result = {k: v.detach().numpy() for k, v in zip(("W1", "b1", "W2", "b2"), variables)}
-    shadow = {k: s.numpy() for k, s in zip(("W1", "b1", "W2", "b2"), shadows)}
+    names = ("W1", "b1", "W2", "b2")
+    result = {k: v.detach().numpy() for k, v in zip(names, variables, strict=True)}
+    shadow = {k: s.numpy() for k, s in zip(names, shadows, strict=True)}
     return result, shadow, loss
 
 

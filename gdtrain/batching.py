@@ -60,9 +60,10 @@ class BatchStream:
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of batch `step`, in buffers reused by the next call."""
         idx = self.indices(step)
-        # mode='clip' skips the bounds-check pass; idx is in range by construction
-        np.take(self.x, idx, axis=0, out=self._xbuf, mode="clip")
-        np.take(self.y, idx, axis=0, out=self._ybuf, mode="clip")
+        # mode='clip' skips the bounds-check pass; idx is in range by construction. The
+        # ndarray method skips np.take's Python wrapper: ~1 µs a step, 1% of a softmax step.
+        self.x.take(idx, axis=0, out=self._xbuf, mode="clip")
+        self.y.take(idx, axis=0, out=self._ybuf, mode="clip")
         return self._xbuf, self._ybuf
 
     def position(self, step: int) -> dict:

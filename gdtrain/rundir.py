@@ -109,8 +109,12 @@ class RunDir:
             ) from None
         # write the new pid over the old one, then cut: a reader never sees an empty file
         record = f"{os.getpid()}\n".encode()
-        os.pwrite(fd, record, 0)
-        os.ftruncate(fd, len(record))
+        try:
+            os.pwrite(fd, record, 0)
+            os.ftruncate(fd, len(record))
+        except OSError as exc:
+            os.close(fd)
+            raise RunDirError(f"could not write {path}: {describe_os_error(exc)}") from None
         self._lock_fd = fd
 
     def writer_alive(self) -> bool:
@@ -133,7 +137,8 @@ class RunDir:
 
     def unlock(self) -> None:
         if self._metrics_fh is not None:
-            self._metrics_fh.close()
+            with contextlib.suppress(OSError):  # every record was flushed when written
+                self._metrics_fh.close()
             self._metrics_fh = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
