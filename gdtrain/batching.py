@@ -11,21 +11,29 @@ resuming at step i needs nothing but i: no RNG state has to be carried.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
+
+from .data import decode
 
 # Separates the data-order streams from the initialisation streams of the same seed.
 _DATA_STREAM = 1
 
 
 class BatchStream:
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool):
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool,
+                 scale: float | None = None, dtype: DTypeLike = None):
+        """x: the features; or, with `scale`, integer codes whose features are codes·scale
+        in `dtype` (a `Split.coded`'s): each batch's codes are gathered, then decoded."""
         self.x, self.y = x, y
+        self.scale = scale
         self.n = int(x.shape[0])
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self._perms: dict[int, np.ndarray] = {}
         # Gather targets: batches are copied into these, never re-allocated.
-        self._xbuf = np.empty((batch_size,) + x.shape[1:], x.dtype)
+        self._codes = np.empty((batch_size,) + x.shape[1:], x.dtype) if scale is not None else None
+        self._xbuf = np.empty((batch_size,) + x.shape[1:], x.dtype if scale is None else dtype)
         self._ybuf = np.empty((batch_size,) + y.shape[1:], y.dtype)
         self._idx = np.empty(batch_size, np.intp)
 
@@ -62,7 +70,10 @@ class BatchStream:
         idx = self.indices(step)
         # mode='clip' skips the bounds-check pass; idx is in range by construction. The
         # ndarray method skips np.take's Python wrapper: ~1 µs a step, 1% of a softmax step.
-        self.x.take(idx, axis=0, out=self._xbuf, mode="clip")
+        if self._codes is None:
+            self.x.take(idx, axis=0, out=self._xbuf, mode="clip")
+        else:
+            decode(self.x.take(idx, axis=0, out=self._codes, mode="clip"), self.scale, self._xbuf)
         self.y.take(idx, axis=0, out=self._ybuf, mode="clip")
         return self._xbuf, self._ybuf
 

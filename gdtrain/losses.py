@@ -69,9 +69,13 @@ def _sparse_softmax_xent(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     """
     n = x.shape[0]
     t = np.ascontiguousarray(x.T)  # (classes, batch)
-    examples = _arange(n)
+    # each example's own class, as positions in t's flat view: take/put there are ~3x
+    # faster than indexing t[labels, examples]
+    at_label = labels * n
+    at_label += _arange(n)
+    flat = t.reshape(-1)
     m = t.max(axis=0)
-    picked = t[labels, examples]
+    picked = flat.take(at_label)
     t -= m
     np.exp(t, out=t)
     s = t.sum(axis=0)
@@ -79,7 +83,9 @@ def _sparse_softmax_xent(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     lse += m
     rows = lse - picked
     t /= s
-    t[labels, examples] -= 1
+    chosen = flat.take(at_label)
+    chosen -= 1
+    flat.put(at_label, chosen)
     return rows, np.ascontiguousarray(t.T)
 
 

@@ -37,7 +37,7 @@ def make_plan(config: dict) -> dict:
             "examples": {n: len(s) for n, s in splits.items() if s is not None},
             "input_dim": dataset.input_dim,
             "output_dim": dataset.output_dim,
-            "bytes": sum(s.x.nbytes + s.y.nbytes for s in splits.values() if s is not None),
+            "bytes": sum(s.nbytes for s in splits.values() if s is not None),
         },
         "steps": total,
         "batch_size": train["batch_size"],

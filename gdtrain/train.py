@@ -86,7 +86,7 @@ def initial_params(model: Model, init_cfg, seed: int, dtype) -> dict[str, np.nda
     return params
 
 
-@dataclass
+@dataclass(slots=True)  # one per step: slots make it cheaper to create
 class StepResult:
     step: int  # updates done, this one included
     loss: float  # data loss of the batch before the update
@@ -118,8 +118,9 @@ class Trainer:
                 f"train.batch_size: {train['batch_size']} is more than the {n_train} training "
                 f"examples of dataset '{dataset.name}'; use at most {n_train}"
             )
-        self.stream = BatchStream(dataset.train.x, dataset.train.y, train["batch_size"],
-                                  run["seed"], train["shuffle"])
+        tr = dataset.train
+        self.stream = BatchStream(tr.stored, tr.y, train["batch_size"], run["seed"], train["shuffle"],
+                                  scale=tr.scale, dtype=tr.dtype)
         self.total_steps = total_steps(train, len(dataset.train))
         self.schedule = build_schedule(config.get("schedule"), self.optimizer.learning_rate,
                                        self.stream.steps_per_epoch, self.total_steps)

@@ -4,7 +4,8 @@ Decoding the gzip files takes most of a load (about half a second for MNIST), so
 decoded uint8 arrays are cached in an uncompressed .npz next to the data. The cache
 key covers each source file's name, size and modification time (cheap to compute,
 and any copy or edit changes it) plus `CACHE_VERSION`. The float conversion stays
-out of the cache because the dtype is a run option.
+out of the cache because the dtype is a run option (and the features stay bytes in
+memory: see `Split.coded`).
 """
 
 from __future__ import annotations
@@ -163,10 +164,10 @@ def _to_dataset(
 ) -> Dataset:
     def split(part: str) -> Split:
         images = arrays[f"x_{part}"]
-        x = images.reshape(len(images), -1).astype(dtype)
-        # Multiply by 1/255 as TF1's read_data_sets did, so features match it bit for bit.
-        np.multiply(x, 1.0 / 255.0, out=x)
-        return Split(x, arrays[f"y_{part}"].astype(np.int64))
+        # Pixels stay bytes; features are byte·(1/255) in dtype, as TF1's read_data_sets
+        # computed them, so they match it bit for bit.
+        codes = images.reshape(len(images), -1)
+        return Split.coded(codes, 1.0 / 255.0, dtype, arrays[f"y_{part}"].astype(np.int64))
 
     return Dataset(
         name=name,
