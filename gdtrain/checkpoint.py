@@ -197,13 +197,20 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        zf = zipfile.ZipFile(path)
+        # one open file for the size check and the reads: a checkpoint pruned while we
+        # read it (eval --watch) stays readable instead of vanishing between two calls
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    try:
+        zf = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError) as exc:
+        fh.close()
         raise CheckpointError(f"{path}: not an npz (zip) file ({exc})") from None
     out: dict[str, np.ndarray] = {}
     total = 0
-    with zf:
-        _check_members(path, zf.infolist(), expected is not None)
+    with fh, zf:
+        _check_members(path, zf.infolist(), expected is not None, os.fstat(fh.fileno()).st_size)
         for info in zf.infolist():
             name = info.filename[:-4]
             if expected is not None and name not in expected and name != META_KEY:
@@ -255,7 +262,7 @@ class NewerFormatError(CheckpointError):
     """A checkpoint written by a newer gdtrain: intact, just not readable here."""
 
 
-def _check_members(path: Path, members: list[zipfile.ZipInfo], shapes_known: bool) -> None:
+def _check_members(path: Path, members: list[zipfile.ZipInfo], shapes_known: bool, size: int) -> None:
     """Refuse, before reading any data, members that are not plain .npy arrays, names
     given twice (which one would win?), and sizes the file cannot hold.
 
@@ -282,7 +289,6 @@ def _check_members(path: Path, members: list[zipfile.ZipInfo], shapes_known: boo
         elif not shapes_known:
             raise CheckpointError(
                 f"{path}: member {info.filename!r} is compressed; gdtrain checkpoints never are")
-    size = path.stat().st_size
     if stored > size:
         raise CheckpointError(
             f"{path}: members declare {stored} bytes but the file has {size} (forged or truncated)")

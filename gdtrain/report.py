@@ -9,14 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .runner import Reporter
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3e}"
-    return str(value)
+from .views import fmt_number as _fmt
 
 
 class ConsoleReporter(Reporter):

@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 
-def _fmt(value) -> str:
+def fmt_number(value) -> str:
+    """A figure for a table cell: 4 decimals in the usual range, scientific outside it."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -56,9 +57,9 @@ def render_runs(console: Console, rows: list[dict]) -> None:
             status += f" [dim]({escape(r['note'])})[/]"
         step = f"{r['step']}/{r['total_steps']}" if r["total_steps"] else str(r["step"])
         metric = f"{r['metric']} " if r["metric"] else ""
-        last = f"{metric}{_fmt(r['last_eval'])}" if r["last_eval"] is not None else "-"
-        best = f"{_fmt(r['best_eval'])} @{r['best_eval_step']}" if r["best_eval"] is not None else "-"
-        table.add_row(escape(r["name"]), status, step, _fmt(r["last_loss"]), last, best,
+        last = f"{metric}{fmt_number(r['last_eval'])}" if r["last_eval"] is not None else "-"
+        best = f"{fmt_number(r['best_eval'])} @{r['best_eval_step']}" if r["best_eval"] is not None else "-"
+        table.add_row(escape(r["name"]), status, step, fmt_number(r["last_loss"]), last, best,
                       format_duration(r["wall_seconds"]), format_time(r["updated"]))
     if not console.is_terminal:
         console.width = 400  # a pipe or a log gets whole lines: rich would cut them at 80 columns
