@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 
 import pytest
-from tool_runs import classifier, config, run, run_dir
+from tool_runs import SignalAt, classifier, config, run, run_dir
 
 from gdtrain.errors import DataError, DivergedError, Interrupted
 from gdtrain.rundir import RunDir
 from gdtrain.runner import Reporter
 from gdtrain.runs_table import describe, table
-
-
-class SignalAt(Reporter):
-    """Sends this process SIGINT after update `step`: the runner's own handler catches it."""
-
-    def __init__(self, step: int):
-        self.at = step
-
-    def step(self, result) -> None:
-        if result.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 class FailAt(Reporter):

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import struct
 import sys
 
 import numpy as np
 import pytest
-from tool_runs import classifier, run, run_dir, write_yaml
+from tool_runs import SignalAt, classifier, run, run_dir, write_yaml
 
 from gdtrain.errors import Interrupted
 from gdtrain.rundir import RunDir
-from gdtrain.runner import Reporter
 
 
 def _crc32c_table() -> list[int]:
@@ -109,15 +106,6 @@ def test_scalars_match_the_metrics_log(tmp_path):
     # the EMA decay logged is TF1's min(decay, (1+n)/(10+n)) after n updates
     assert got["train/ema_decay"][5] == pytest.approx(6 / 15, rel=1e-7)
     assert got["train/ema_decay"][30] == pytest.approx(31 / 40, rel=1e-7)
-
-
-class SignalAt(Reporter):
-    def __init__(self, step: int):
-        self.at = step
-
-    def step(self, result) -> None:
-        if result.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def test_a_resumed_run_purges_the_steps_it_redoes(tmp_path):

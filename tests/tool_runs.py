@@ -7,6 +7,8 @@ runner.train, in a second or less each.
 from __future__ import annotations
 
 import copy
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +82,14 @@ def run(raw: dict, reporter: Reporter | None = None) -> dict:
 
 def run_dir(raw: dict) -> Path:
     return Path(raw["run"]["dir"]) / raw["run"]["name"]
+
+
+class SignalAt(Reporter):
+    """Sends this process SIGINT after update `step`: the runner's own handler catches it."""
+
+    def __init__(self, step: int):
+        self.at = step
+
+    def step(self, result) -> None:
+        if result.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
