@@ -451,14 +451,19 @@ def components(
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print docs/config-reference.md (all kinds).")
     ] = False,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Print README's one-table config reference.")
+    ] = False,
 ):
     """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options."""
-    from .components import KINDS, describe, kind_named, render_markdown
+    from .components import KINDS, describe, kind_named, render_markdown, render_summary
 
     kinds = [kind_named(kind)] if kind else list(KINDS)
     data = describe()
     if markdown:
         sys.stdout.write(render_markdown(data))
+    elif summary:
+        sys.stdout.write(render_summary(data))
     elif as_json:
         print(json.dumps({k: data[k] for k in kinds}, indent=1))
     else:

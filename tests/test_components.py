@@ -156,3 +156,15 @@ def test_version_and_shell_completion():
                           executable=str(Path(sys.executable).with_name("gdtrain")))
     assert done.returncode == 0, done.stderr
     assert sorted(done.stdout.split()) == ["plan", "plot"]
+
+
+def test_the_readme_config_reference_is_what_the_code_generates():
+    from gdtrain.components import README_END, README_START, render_summary
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    assert 0 <= start < end, "README.md lacks the generated config-summary block"
+    block = text[start : end + len(README_END)] + "\n"
+    assert block == render_summary(describe()), (
+        "README.md's config reference is out of date with the code; replace the block with "
+        "the output of `gdtrain components --summary`")
