@@ -69,7 +69,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, write: Callable, what: str) -> None:
+def write_atomic(path: Path, write: Callable, what: str) -> None:
     """Write `path` via a fsynced temporary file and a rename; clean up on failure."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     try:
@@ -105,8 +105,8 @@ def save(directory: str | Path, step: int, arrays: dict[str, np.ndarray], meta: 
     try:
         _op("mkdir")
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, lambda f: np.savez(f, **arrays, **{META_KEY: blob}), "checkpoint")
-        _write_atomic(directory / POINTER, lambda f: f.write(path.name.encode() + b"\n"), "pointer")
+        write_atomic(path, lambda f: np.savez(f, **arrays, **{META_KEY: blob}), "checkpoint")
+        write_atomic(directory / POINTER, lambda f: f.write(path.name.encode() + b"\n"), "pointer")
     except OSError as exc:
         # All or nothing: a checkpoint renamed into place whose pointer could not follow
         # is taken back, so the directory is exactly as before the save (and, on a full

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint
 from .checkpoint import read_npz
 from .errors import CheckpointError, ConfigError, DataError
 
@@ -151,7 +151,7 @@ def write_predictions(result: dict, out: str | Path | None) -> str | None:
     columns.append(matrix)
     if out is not None and Path(out).suffix.lower() == ".npz":
         arrays = {k: result[k] for k in ("classes", "probabilities", "values") if k in result}
-        _write_atomic(Path(out), lambda f: np.savez(f, **arrays))
+        _write_out(Path(out), lambda f: np.savez(f, **arrays))
         return None
     if out is not None and Path(out).suffix.lower() != ".csv":
         raise ConfigError(f"--out {out}: expected a .csv or .npz file name")
@@ -165,7 +165,7 @@ def write_predictions(result: dict, out: str | Path | None) -> str | None:
         writer.writerow([str(int(v)) for v in row[:ints]] + [f"{v:.{digits}g}" for v in row[ints:]])
     if out is None:
         return buf.getvalue()
-    _write_atomic(Path(out), lambda f: f.write(buf.getvalue().encode()))
+    _write_out(Path(out), lambda f: f.write(buf.getvalue().encode()))
     return None
 
 
@@ -189,18 +189,15 @@ def export(target: str | Path, out: str | Path, weights: str = "ema") -> dict:
     used = "ema" if weights == "ema" and trainer.ema is not None else "raw"
     params = trainer.eval_params(used)
     arrays = {k: np.ascontiguousarray(params[k]) for k in trainer.model.names}
-    _write_atomic(out, lambda f: np.savez(f, **arrays))
+    _write_out(out, lambda f: np.savez(f, **arrays))
     return {"file": str(out), "checkpoint": str(path), "step": int(meta["step"]), "weights": used,
             "arrays": {k: list(v.shape) for k, v in arrays.items()}, "dtype": str(trainer.dtype)}
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+def _write_out(path: Path, write) -> None:
+    """checkpoint.write_atomic, with a failure reported against --out."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
+        checkpoint.write_atomic(path, write, "output")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"--out {path}: cannot write: {exc.strerror or exc}") from None

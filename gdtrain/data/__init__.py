@@ -115,9 +115,6 @@ def hold_out(dataset: Dataset, count: int) -> Dataset:
     return dataset
 
 
-# Importing the modules registers their datasets.
-from . import files, mnist, synthetic  # noqa: E402,F401
-
 
 def load_dataset(data_cfg: dict, dtype: str) -> Dataset:
     """The dataset a resolved config's `data` section names."""
@@ -133,3 +130,7 @@ def head(dataset: Dataset, train_rows: int, test_rows: int) -> Dataset:
 
     return Dataset(dataset.name, cut(dataset.train, train_rows), cut(dataset.test, test_rows),
                    cut(dataset.validation, test_rows), dataset.num_classes, dataset.class_names)
+
+
+# Importing the modules registers their datasets.
+from . import files, mnist, synthetic  # noqa: E402,F401
