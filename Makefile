@@ -39,7 +39,6 @@ clean:
 TORCH ?= 0
 BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet threadpoolctl
 ifeq ($(TORCH),1)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 endif

@@ -299,7 +299,12 @@ def run(args) -> dict:
     if args.threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(args.threads)
-    if args.coretype:
+    if args.coretype == "auto":
+        # Some machines pin an old kernel for the sake of older OpenBLAS builds; a current
+        # one detects the CPU itself. Both pins go together: L2_SIZE is tuned to CORETYPE.
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    elif args.coretype:
         env["OPENBLAS_CORETYPE"] = args.coretype
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     with_torch = not args.no_torch and _torch_available(env)
@@ -431,7 +436,9 @@ def main(argv=None) -> None:
                    help="wall time (default), or the process's CPU time: steadier on a busy machine, "
                    "meaningful with --threads 1 (idle BLAS threads spin and count as CPU time)")
     p.add_argument("--coretype", default="",
-                   help="set OPENBLAS_CORETYPE for the measurements (e.g. SkylakeX, Haswell)")
+                   help="set OPENBLAS_CORETYPE for the measurements (e.g. SkylakeX, Haswell), "
+                        "or 'auto' to unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE so that "
+                        "OpenBLAS picks the CPU's own kernel (default: the environment's)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it imports")
     p.add_argument("--json", type=Path, help="also write the raw samples and the table rows here")
     args = p.parse_args(argv)

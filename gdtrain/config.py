@@ -194,6 +194,7 @@ def run_section(
     seed: NonNegativeInt = 0,
     dtype: Annotated[str, OneOf("float32", "float64")] = "float32",
     dir: str = "runs",
+    threads: PositiveInt | None = None,
 ):
     """Run identity and numerics.
 
@@ -201,6 +202,8 @@ def run_section(
     seed: seeds initialisation and data order
     dtype: float32 (fast) or float64 (about 2x slower)
     dir: where run directories live
+    threads: BLAS threads for the matrix products (default: the library's, one per core);
+      the count changes results in the last bits: set it for resumes bit-exact across machines
     """
 
 

@@ -336,10 +336,16 @@ class Registry:
 
 
 def _param_docs(factory: Callable) -> dict[str, str]:
-    """Parameter descriptions from 'name: text' lines in the docstring."""
-    docs = {}
+    """Parameter descriptions from 'name: text' lines in the docstring; an indented line
+    continues the description above it."""
+    docs: dict[str, str] = {}
+    last = None
     for line in (inspect.getdoc(factory) or "").splitlines():
+        if last and line[:1].isspace() and line.strip():
+            docs[last] += " " + line.strip()
+            continue
         head, sep, text = line.strip().partition(": ")
-        if sep and head.isidentifier():
+        last = head if sep and head.isidentifier() else None
+        if last:
             docs[head] = text.strip()
     return docs

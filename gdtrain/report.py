@@ -8,6 +8,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from . import compute
 from .runner import Reporter
 from .views import fmt_number as _fmt
 
@@ -99,6 +100,8 @@ class ConsoleReporter(Reporter):
             ("training time", f"{summary['train_seconds']:.2f}s"),
             ("checkpoint", summary["checkpoint"]),
         ]
+        if summary.get("compute"):
+            rows.insert(-1, ("BLAS", compute.label(summary["compute"])))
         for k, v in rows:
             table.add_row(k, v)
         self.out.print(table)

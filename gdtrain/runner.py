@@ -4,6 +4,7 @@ checkpoints, signals, and the smoke check. Reports through a `Reporter`; never p
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, compute
 from .config import classify_drift, config_hash, dump_yaml, run_dir
 from .data import Dataset, head, load_dataset
 from .errors import (
@@ -71,9 +72,10 @@ class _Signals:
         self.previous.clear()
 
 
-def _checkpoint_meta(trainer: Trainer, config: dict, elapsed: float) -> dict:
+def _checkpoint_meta(trainer: Trainer, config: dict, elapsed: float, machinery: dict) -> dict:
     return {
         "config": config,
+        "compute": machinery,
         "config_hash": config_hash(config),
         "data_position": trainer.stream.position(trainer.step_count),
         "total_steps": trainer.total_steps,
@@ -138,7 +140,7 @@ def _check_fits(path: Path, arrays: dict, trainer: Trainer) -> None:
 
 
 def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
-            reporter: Reporter) -> tuple[int, float]:
+            reporter: Reporter, machinery: dict) -> tuple[int, float]:
     """Load the newest good checkpoint into `trainer`; return (step, elapsed).
 
     Damaged checkpoints are skipped with a warning naming each; the first one that
@@ -174,6 +176,13 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
             f"training set ({len(trainer.dataset.train)} examples) is at {position}: the data changed "
             "on disk, so this run will not match an uninterrupted one"
         )
+    changed = compute.differences(meta.get("compute"), machinery)
+    if changed:
+        reporter.warning(
+            f"{path.name} was computed with other numerical machinery ({'; '.join(changed)}): "
+            "results will differ from an uninterrupted run in the last bits; set run.threads "
+            "and the same BLAS kernel on both machines for a bit-exact resume"
+        )
     reporter.message(f"resuming {rd.path} from step {step} ({path.name})")
     return step, float(meta.get("elapsed", 0.0))
 
@@ -192,7 +201,10 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     rd.lock()
     signals = _Signals()
     started = False  # whether status.json is ours to update on failure
+    blas_threads = contextlib.ExitStack()
     try:
+        blas_threads.enter_context(compute.threads(config["run"].get("threads"), reporter.warning))
+        machinery = compute.describe()
         t_load = time.perf_counter()
         if dataset is None:
             dataset = load_dataset(config["data"], config["run"]["dtype"])
@@ -206,7 +218,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         if opts.restart:
             rd.clear()
         elif checkpoint.list_checkpoints(rd.checkpoints):
-            start_step, elapsed_before = _resume(trainer, rd, config, opts, reporter)
+            start_step, elapsed_before = _resume(trainer, rd, config, opts, reporter, machinery)
             rd.truncate_metrics(start_step)
         elif rd.metrics.exists():
             rd.clear()  # a log without any checkpoint belongs to no resumable run
@@ -220,7 +232,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             "run_dir": str(rd.path), "start_step": start_step, "total_steps": total,
             "train_examples": len(dataset.train), "parameters": trainer.model.parameter_count(),
             "trainable": trainer.trainable, "steps_per_epoch": trainer.stream.steps_per_epoch,
-            "load_seconds": load_seconds,
+            "load_seconds": load_seconds, "compute": machinery,
         }
         reporter.start(info)
         rd.set_status("running", step=start_step, total_steps=total)
@@ -244,8 +256,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             if bad:
                 raise DivergedError(
                     trainer.divergence_message(trainer.step_count - 1, f"{bad} is not finite"))
-            checkpoint.save(rd.checkpoints, trainer.step_count, trainer.state_arrays(),
-                            _checkpoint_meta(trainer, config, elapsed()), train_cfg["keep_checkpoints"])
+            meta = _checkpoint_meta(trainer, config, elapsed(), machinery)
+            checkpoint.save(rd.checkpoints, trainer.step_count, trainer.state_arrays(), meta,
+                            train_cfg["keep_checkpoints"])
             last_saved = trainer.step_count
 
         try:
@@ -297,7 +310,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             "resumed_from": start_step, "final_loss": result.loss if result else None,
             "l2": trainer.l2_term(), "eval": final, "eval_raw": raw,
             "train_seconds": time.perf_counter() - t0, "elapsed": elapsed(),
-            "load_seconds": load_seconds,
+            "load_seconds": load_seconds, "compute": machinery,
             "checkpoint": str(rd.checkpoints / checkpoint.checkpoint_name(trainer.step_count)),
             "loss_curve": [(r["step"], r["loss"]) for r in rd.read_metrics() if r.get("event") == "train"],
         }
@@ -311,6 +324,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             rd.set_status("failed", step=trainer.step_count, total_steps=trainer.total_steps, error=str(exc))
         raise
     finally:
+        blas_threads.close()
         rd.unlock()
         signals.restore()  # last: a Ctrl-C from here on finds nothing left to protect
 

@@ -445,6 +445,9 @@ CASES = [
     C("hidden-zero", check({"model": {"name": "mlp", "hidden": 0}}), "model.hidden: must be >= 1, got 0"),
     C("steps-zero", check({"train": {"steps": 0}}), "train.steps: must be >= 1, got 0"),
     C("steps-and-epochs", check({"train": {"epochs": 2}}), "train: give steps or epochs, not both"),
+    C("threads-zero", check({"run": {"threads": 0}}), "run.threads: must be >= 1, got 0"),
+    C("threads-word", check({"run": {"threads": "all"}}),
+      "run.threads: expected int (>= 1) | null, got 'all'"),
     C("dtype-float16", check({"run": {"dtype": "float16"}}),
       "run.dtype: must be one of 'float32', 'float64', got 'float16'; did you mean 'float64'?"),
     # --- names of components, with the valid ones

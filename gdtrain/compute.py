@@ -1,0 +1,70 @@
+"""The numerical machinery under a run: which BLAS does the matrix products, with how
+many threads, and the thread count a config asks for.
+
+Why a training tool cares: a float32 product's last bits depend on the BLAS kernel
+(OpenBLAS picks one per CPU, or the one OPENBLAS_CORETYPE names) and on how many threads
+split it. Both are recorded with every checkpoint, so a resume that runs on different
+machinery can say that it will not match an uninterrupted run bit for bit, and
+`run.threads` pins the count so that it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def _blas_pools() -> list[dict]:
+    from threadpoolctl import threadpool_info  # ~5 ms to scan the loaded libraries: only when asked
+
+    return [p for p in threadpool_info() if p.get("user_api") == "blas"]
+
+
+def describe() -> dict:
+    """What computes this process's products, as plain data for metadata and messages."""
+    info: dict = {"numpy": np.__version__}
+    pools = _blas_pools()
+    if pools:
+        p = pools[0]  # numpy's own BLAS is loaded first
+        info.update(blas=p.get("internal_api"), blas_version=p.get("version"),
+                    kernel=p.get("architecture"), threads=p.get("num_threads"))
+    else:
+        info["blas"] = None  # e.g. Accelerate on macOS: threadpoolctl does not see it
+    return info
+
+
+def label(info: dict) -> str:
+    """One line for people: "openblas 0.3.31 (SkylakeX), 2 threads"."""
+    if not info.get("blas"):
+        return "BLAS unknown"
+    kernel = f" ({info['kernel']})" if info.get("kernel") else ""
+    version = f" {info['blas_version']}" if info.get("blas_version") else ""
+    threads = info.get("threads")
+    return f"{info['blas']}{version}{kernel}, {threads} thread{'s' if threads != 1 else ''}"
+
+
+def differences(saved: dict | None, now: dict) -> list[str]:
+    """What differs between the machinery that wrote a checkpoint and this process's."""
+    if not saved:
+        return []  # written before this was recorded: nothing to compare
+    keys = ("numpy", "blas", "blas_version", "kernel", "threads")
+    return [f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys if saved.get(k) != now.get(k)]
+
+
+@contextlib.contextmanager
+def threads(count: int | None, warn=None) -> Iterator[None]:
+    """Run the block with `count` BLAS threads (None: leave the library's setting)."""
+    if count is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=count, user_api="blas"):
+        if warn is not None:
+            got = {p.get("num_threads") for p in _blas_pools()}
+            if got != {count}:
+                warn(f"run.threads: asked for {count} BLAS threads, the BLAS runs "
+                     f"{', '.join(map(str, sorted(got))) or 'an unknown number'}")
+        yield
