@@ -379,9 +379,10 @@ def render(raw: dict, rows: list[dict]) -> str:
     m, blas = raw["machine"], raw["blas"]
     peak, peak64 = _peaks(raw)
     subn = min(s["subnormal_slowdown"] for s in raw["samples"]["peak/"])
+    plural = "" if blas.get("threads") == 1 else "s"
     lines = [
         f"date {raw['date']}; {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']}",
-        f"BLAS {blas.get('blas')} kernel {blas.get('kernel', '?')}, {blas.get('threads')} threads "
+        f"BLAS {blas.get('blas')} kernel {blas.get('kernel', '?')}, {blas.get('threads')} thread{plural} "
         f"({blas.get('source')}); sgemm peak {peak:.0f} GFLOP/s, dgemm {peak64:.0f} GFLOP/s "
         f"(best of 1024², 2048² and 200×784×500, 5 × {raw['reps']} rounds); "
         f"a float32 update on subnormal values takes {subn:.2f}× the time on normal ones",

@@ -271,9 +271,20 @@ def test_mnist_cache_is_used_then_rebuilt_when_a_source_changes(tmp_path, monkey
         m.setattr(mnist, "read_idx", _no_decoding)
         np.testing.assert_array_equal(mnist.mnist(dir=str(tmp_path)).train.x, first.train.x)
 
+    # A touch alone is no change: the key is the content
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    os.utime(labels, ns=(7, 7))
+    with monkeypatch.context() as m:
+        m.setattr(mnist, "read_idx", _no_decoding)
+        mnist.mnist(dir=str(tmp_path))
+    assert cache_files(tmp_path) == [cache]
+
+    # New content of the same size put in place with the old mtime (cp -p, tar x): rebuilt
+    before = labels.stat()
     new_labels = np.array([9, 8, 7, 6, 5, 4], np.uint8)
     _rewrite(tmp_path, "train-labels-idx1-ubyte", new_labels)
-    os.utime(tmp_path / "train-labels-idx1-ubyte.gz", ns=(1, 1))  # a different mtime
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert labels.stat().st_size == before.st_size
     np.testing.assert_array_equal(mnist.mnist(dir=str(tmp_path)).train.y, new_labels)
     [rebuilt] = cache_files(tmp_path)
     assert rebuilt != cache  # and the stale one was removed
