@@ -39,21 +39,32 @@ from .registry import (
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 scalars: `1e-4` is a number, `yes`/`on` are strings."""
+    """SafeLoader with YAML 1.2 scalars: `1e-4` is a number, `yes`/`on` are strings,
+    `010` is ten (not YAML 1.1's octal eight; write `0o10`), `1:30` is a string (not
+    YAML 1.1's base-60 ninety). Digit groups (`60_000`) are kept, as Python reads them."""
 
 
+_DIGITS = r"[0-9]+(?:_[0-9]+)*"  # digit groups as Python writes them: 60_000, not 6__0 or 6_
 _FLOAT = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?
-    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    rf"""^(?:[-+]?{_DIGITS}(?:\.(?:{_DIGITS})?)?(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.{_DIGITS}(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
 _BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(rf"^(?:[-+]?{_DIGITS}|0o[0-7]+(?:_[0-7]+)*|0x[0-9a-fA-F]+(?:_[0-9a-fA-F]+)*)$")
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # a leading zero is decimal, as in YAML 1.2
 
 # Dates stay strings (YAML 1.2 has no timestamps), and a config holds only plain
 # values: the binary, set, omap, pairs and timestamp tags are refused like python ones.
-_PLAIN_ONLY = {f"tag:yaml.org,2002:{t}" for t in ("bool", "timestamp")}
+_PLAIN_ONLY = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}
 _StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _PLAIN_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -63,6 +74,8 @@ _StrictLoader.yaml_constructors = {
     if tag not in {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "binary", "set", "omap", "pairs")}
 }
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", _INT, list("-+0123456789"))
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
