@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .errors import GdtrainError
+from .errors import ConfigError, GdtrainError
 
 app = typer.Typer(
     name="gdtrain",
@@ -45,6 +45,10 @@ def handles_errors(command):
         try:
             return command(*args, **kwargs)
         except GdtrainError as exc:
+            if isinstance(exc, ConfigError) and _loaded is not None:
+                from .config import locate_later
+
+                exc = locate_later(exc, *_loaded)
             _fail(_escape(str(exc)), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -86,10 +90,17 @@ SetOption = Annotated[
 ]
 
 
-def _load_config(path: Path, overrides: list[str] | None) -> dict:
-    from .config import load
+# The config file and line map of this command, for problems found after loading
+_loaded: tuple[Path, dict] | None = None
 
-    return load(path, overrides or [])
+
+def _load_config(path: Path, overrides: list[str] | None) -> dict:
+    global _loaded
+    from .config import load_located
+
+    config, lines = load_located(path, overrides or [])
+    _loaded = (path, lines)
+    return config
 
 
 # ---------------------------------------------------------------- run

@@ -536,11 +536,25 @@ def _mark_overrides(lines: dict[str, int], overrides: list[str]) -> dict[str, in
 
 def load(path: str | Path, overrides: list[str] | None = None) -> dict:
     """Read, override, validate and resolve a config file."""
+    return load_located(path, overrides)[0]
+
+
+def load_located(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, dict]:
+    """`load`, plus the map from dotted keys to their YAML lines (or '--set'), so that a
+    problem found later (one that needs the data, say) can still point at its line."""
     raw, lines = load_file(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
         lines = _mark_overrides(lines, overrides)
-    return resolve(raw, str(path), lines)
+    return resolve(raw, str(path), lines), lines
+
+
+def locate_later(exc: ConfigError, path: str | Path, lines: dict) -> ConfigError:
+    """A ConfigError raised after loading (batch larger than the data, a loss that does
+    not fit the labels), pointed at the file and line of its key like a loading one."""
+    if exc.source is not None or not all(p.split(".")[0].split(":")[0] in TOP_LEVEL for p in exc.problems):
+        return exc
+    return ConfigError([_locate(p, lines) for p in exc.problems], str(path))
 
 
 # ---------------------------------------------------------------- identity and drift

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoint, compute
 from .config import canonical, config_hash, resolve
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError
@@ -70,7 +70,9 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
         note = f"dataset {ds.name} has no {split} split; evaluated on the training set"
         split, chosen = "train", ds.train
     used = "ema" if weights == "ema" and trainer.ema is not None else "raw"
-    result = evaluate(trainer.model, trainer.loss, trainer.eval_params(used), chosen, ds.num_classes)
+    # run.threads holds here too: `eval --watch` beside a training run shares its cores
+    with compute.threads(trainer.config["run"].get("threads")):
+        result = evaluate(trainer.model, trainer.loss, trainer.eval_params(used), chosen, ds.num_classes)
     out = {"checkpoint": str(path), "step": int(meta["step"]), "split": split, "weights": used,
            **result}
     if trainer.l2_params:

@@ -103,3 +103,20 @@ def test_resume_on_other_machinery_warns(tmp_path, monkeypatch):
 
 def test_reporter_base_accepts_the_compute_info():
     Reporter().start({"compute": compute.describe()})  # the no-op base reporter takes any info
+
+
+@needs_blas
+def test_evaluating_a_checkpoint_uses_the_runs_thread_count(tmp_path, monkeypatch):
+    from gdtrain import inspect_run
+
+    summary = run(with_threads(make_config(tmp_path, "one", {"train": {"steps": 3}}), 1))
+    seen = []
+    real = inspect_run.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(compute.describe()["threads"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inspect_run, "evaluate", spy)
+    inspect_run.evaluate_checkpoint(summary["checkpoint"], split="train")
+    assert seen == [1]
