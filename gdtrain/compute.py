@@ -47,8 +47,8 @@ def label(info: dict) -> str:
 
 def differences(saved: dict | None, now: dict) -> list[str]:
     """What differs between the machinery that wrote a checkpoint and this process's."""
-    if not saved:
-        return []  # written before this was recorded: nothing to compare
+    if not isinstance(saved, dict) or not saved:
+        return []  # written before this was recorded (or not by gdtrain): nothing to compare
     keys = ("numpy", "blas", "blas_version", "kernel", "threads")
     return [f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys if saved.get(k) != now.get(k)]
 

@@ -180,7 +180,7 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
     if changed:
         reporter.warning(
             f"{path.name} was computed with other numerical machinery ({'; '.join(changed)}): "
-            "results will differ from an uninterrupted run in the last bits; set run.threads "
+            "results may differ from an uninterrupted run in the last bits; set run.threads "
             "and the same BLAS kernel on both machines for a bit-exact resume"
         )
     reporter.message(f"resuming {rd.path} from step {step} ({path.name})")

@@ -62,6 +62,7 @@ def test_label_and_differences():
     assert compute.differences(info, other) == ["kernel Haswell -> SkylakeX", "threads 1 -> 2"]
     assert compute.differences(info, dict(info)) == []
     assert compute.differences(None, info) == []  # a checkpoint from before the record
+    assert compute.differences(["forged"], info) == []  # metadata is untrusted input
 
 
 @needs_blas
@@ -120,3 +121,19 @@ def test_evaluating_a_checkpoint_uses_the_runs_thread_count(tmp_path, monkeypatc
     monkeypatch.setattr(inspect_run, "evaluate", spy)
     inspect_run.evaluate_checkpoint(summary["checkpoint"], split="train")
     assert seen == [1]
+
+
+@pytest.mark.parametrize("forged", ["openblas", ["x"], 7, {"threads": "many"}])
+def test_a_forged_machinery_record_never_breaks_a_resume(tmp_path, forged):
+    import json
+
+    config = make_config(tmp_path, "ref", {"train": {"steps": 4}})
+    summary = run(config)
+    path = Path(summary["checkpoint"])
+    data = checkpoint.read_npz(path)
+    meta = json.loads(data.pop(checkpoint.META_KEY).tobytes())
+    meta["compute"] = forged
+    np.savez(path, **data, **{checkpoint.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    config["train"]["steps"] = 6
+    reporter = Recorder()
+    assert run(config, reporter)["resumed_from"] == 4
