@@ -314,8 +314,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             "checkpoint": str(rd.checkpoints / checkpoint.checkpoint_name(trainer.step_count)),
             "loss_curve": [(r["step"], r["loss"]) for r in rd.read_metrics() if r.get("event") == "train"],
         }
+        # a timing means little without the BLAS that produced it
         rd.set_status("finished", step=trainer.step_count, total_steps=total, eval=_brief(final),
-                      elapsed=summary["elapsed"])
+                      elapsed=summary["elapsed"], compute=machinery)
         reporter.end(summary)
         summary["trainer"] = trainer
         return summary

@@ -3,6 +3,7 @@ checkpoint was computed with: a resume on other machinery says it will not be bi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,8 @@ def test_run_threads_applies_to_the_run_and_is_recorded(tmp_path):
     assert summary["compute"]["threads"] == 1
     _, meta = checkpoint.load(Path(summary["checkpoint"]))
     assert meta["compute"] == compute.describe() | {"threads": 1}
+    status = json.loads((tmp_path / "one" / "status.json").read_text())
+    assert status["status"] == "finished" and status["compute"] == meta["compute"]
     assert not reporter.warnings
 
 
@@ -125,8 +128,6 @@ def test_evaluating_a_checkpoint_uses_the_runs_thread_count(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("forged", ["openblas", ["x"], 7, {"threads": "many"}])
 def test_a_forged_machinery_record_never_breaks_a_resume(tmp_path, forged):
-    import json
-
     config = make_config(tmp_path, "ref", {"train": {"steps": 4}})
     summary = run(config)
     path = Path(summary["checkpoint"])
