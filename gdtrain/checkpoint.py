@@ -61,6 +61,18 @@ def array_digest(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def write_output(path: Path, write: Callable) -> None:
+    """`write_atomic` for a file named on the command line (--out): a failure is bad input
+    naming it, and the folder is created."""
+    from .errors import ConfigError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, write)
+    except OSError as exc:
+        raise ConfigError(f"--out {path}: cannot write: {exc.strerror or exc}") from None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -69,21 +81,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, write: Callable, what: str) -> None:
-    """Write `path` via a fsynced temporary file and a rename; clean up on failure."""
+def write_atomic(path: Path, write: Callable, what: str | None = None) -> None:
+    """Write `path` via a fsynced temporary file and a rename; clean up on failure.
+
+    `what` names the file to the fault-injection hook (a part of a checkpoint save);
+    files outside a save (status, config, outputs) pass None and skip the hook.
+    """
+    op = _op if what is not None else (lambda name: None)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     try:
-        _op(f"open {what}")
+        op(f"open {what}")
         with open(tmp, "wb") as f:
-            _op(f"write {what}")
+            op(f"write {what}")
             write(f)
-            _op(f"flush {what}")
+            op(f"flush {what}")
             f.flush()
-            _op(f"fsync {what}")
+            op(f"fsync {what}")
             os.fsync(f.fileno())
-        _op(f"rename {what}")
+        op(f"rename {what}")
         os.replace(tmp, path)
-        _op(f"fsync dir after {what}")
+        op(f"fsync dir after {what}")
         _fsync_dir(path.parent)
     except BaseException:
         try:
@@ -305,9 +322,10 @@ def _finite_float(token: str) -> float:
     return value
 
 
-def load(path: str | Path, expected: dict[str, tuple] | None = None) -> tuple[dict, dict]:
-    """(arrays, meta) of a checkpoint after verifying format, hashes and completeness."""
-    arrays = read_npz(path, expected)
+def load(path: str | Path) -> tuple[dict, dict]:
+    """(arrays, meta) of a checkpoint after verifying format, hashes and completeness, and
+    that a file named for a step (ckpt-NNNNNNNN.npz) holds that step."""
+    arrays = read_npz(path)
     blob = arrays.pop(META_KEY, None)
     if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
         raise CheckpointError(f"{path}: no metadata; not a gdtrain checkpoint")
@@ -330,6 +348,8 @@ def load(path: str | Path, expected: dict[str, tuple] | None = None) -> tuple[di
         )
     if not isinstance(meta.get("step"), int) or meta["step"] < 0:
         raise CheckpointError(f"{path}: metadata has no valid step")
+    if step_of(path) not in (None, meta["step"]):
+        raise CheckpointError(f"{path}: holds step {meta['step']}, not the step its name says")
     listed = meta["arrays"]
     missing = sorted(set(listed) - set(arrays))
     if missing:
@@ -337,14 +357,23 @@ def load(path: str | Path, expected: dict[str, tuple] | None = None) -> tuple[di
     extra = sorted(set(arrays) - set(listed))
     if extra:
         raise CheckpointError(f"{path}: arrays not in its metadata: {', '.join(extra)}")
-    if expected is not None:
-        absent = sorted(set(expected) - set(arrays))
-        if absent:
-            raise CheckpointError(f"{path}: missing arrays {', '.join(absent)}")
     for name, digest in listed.items():
         if array_digest(arrays[name]) != digest:
             raise CheckpointError(f"{path}: array {name!r} fails its sha256 check (damaged)")
     return arrays, meta
+
+
+def saved_config(path: str | Path, meta: dict) -> dict:
+    """The resolved config a checkpoint was trained with; CheckpointError when its metadata
+    holds none or it does not match the hash saved beside it."""
+    from .config import config_hash  # config pulls in yaml: only when a checkpoint is used
+
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: metadata holds no config")
+    if meta.get("config_hash") != config_hash(saved):
+        raise CheckpointError(f"{path}: the config in its metadata does not match its hash (damaged)")
+    return saved
 
 
 def resolve_path(target: str | Path) -> Path:
@@ -365,8 +394,7 @@ def resolve_path(target: str | Path) -> Path:
     raise CheckpointError(f"{target}: no checkpoints found")
 
 
-def newest_good(directory: str | Path, expected: dict[str, tuple] | None,
-                warn: Callable[[str], None],
+def newest_good(directory: str | Path, warn: Callable[[str], None],
                 accept: Callable[[Path, dict, dict], None] | None = None,
                 ) -> tuple[Path, dict, dict] | None:
     """The newest checkpoint that verifies, warning about each damaged one skipped.
@@ -380,9 +408,7 @@ def newest_good(directory: str | Path, expected: dict[str, tuple] | None,
     """
     for path in list_checkpoints(directory)[::-1]:
         try:
-            arrays, meta = load(path, expected)
-            if meta["step"] != step_of(path):
-                raise CheckpointError(f"{path}: holds step {meta['step']}, not the step its name says")
+            arrays, meta = load(path)
             if accept is not None:
                 accept(path, arrays, meta)
         except NewerFormatError:

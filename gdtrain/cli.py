@@ -37,11 +37,17 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+# The config file and line map of this command, for problems found after loading
+_loaded: tuple[Path, dict] | None = None
+
+
 def handles_errors(command):
     """Turn gdtrain's exceptions into one line on stderr and the documented exit code."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        global _loaded
+        _loaded = None  # a config located by an earlier command (in-process tests) is not this one's
         try:
             return command(*args, **kwargs)
         except GdtrainError as exc:
@@ -88,10 +94,6 @@ SetOption = Annotated[
         "--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. optimizer.learning_rate=0.1."
     ),
 ]
-
-
-# The config file and line map of this command, for problems found after loading
-_loaded: tuple[Path, dict] | None = None
 
 
 def _load_config(path: Path, overrides: list[str] | None) -> dict:
@@ -168,13 +170,10 @@ def eval_(
     ] = 2.0,
 ):
     """Score a run's newest checkpoint (or a given checkpoint) on a split."""
-    from .errors import ConfigError
     from .inspect_run import evaluate_checkpoint
 
-    if split not in ("test", "train", "validation"):
-        raise ConfigError(f"--split: expected test, train or validation, got {split!r}")
-    if weights not in ("ema", "raw"):
-        raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
+    _check_choice("--split", split, SPLITS)
+    _check_choice("--weights", weights, WEIGHTS)
     if not watch and timeout is not None:
         raise ConfigError("--timeout goes with --watch")
     if timeout is not None and not timeout > 0:
@@ -268,8 +267,6 @@ def verify(target: Annotated[Path, typer.Argument(help="Run directory.")]):
     for path in found:
         try:
             _, meta = checkpoint.load(path)
-            if meta["step"] != checkpoint.step_of(path):
-                raise CheckpointError(f"{path}: holds step {meta['step']}, not the step its name says")
             console.print(f"[green]good[/]  {path}  step {meta['step']}, {len(meta['arrays'])} arrays")
         except CheckpointError as exc:
             bad += 1
@@ -291,11 +288,13 @@ def verify(target: Annotated[Path, typer.Argument(help="Run directory.")]):
 WeightsOption = Annotated[str, typer.Option(help="ema (default when the run has them) or raw.")]
 
 
-def _check_weights(weights: str) -> None:
-    from .errors import ConfigError
+SPLITS = ("test", "train", "validation")
+WEIGHTS = ("ema", "raw")  # as train.WEIGHTS, which imports NumPy: checked here before any loading
 
-    if weights not in ("ema", "raw"):
-        raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{option}: expected {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
 
 
 @app.command("runs")
@@ -340,14 +339,12 @@ def plot(
     weights: WeightsOption = "ema",
 ):
     """Learning curves (loss, evaluation metric, learning rate) of runs, or --boundary / --confusion."""
-    from .errors import ConfigError
     from .plots import image_size, plot_boundary, plot_confusion, plot_curves
 
     if boundary and confusion:
         raise ConfigError("--boundary and --confusion make different pictures; give one")
-    if split not in ("test", "train", "validation"):
-        raise ConfigError(f"--split: expected test, train or validation, got {split!r}")
-    _check_weights(weights)
+    _check_choice("--split", split, SPLITS)
+    _check_choice("--weights", weights, WEIGHTS)
     if boundary:
         path = plot_boundary(runs, out or Path("boundary.png"), weights)
     elif confusion:
@@ -390,7 +387,7 @@ def gradcheck(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ):
     """Check the model + loss + L2 gradient against float64 central differences; exit 1 if off."""
-    from .errors import CheckFailed, ConfigError
+    from .errors import CheckFailed
     from .gradcheck import gradcheck as check_gradients
 
     if not tolerance > 0:
@@ -422,7 +419,7 @@ def predict(
     from .predict import predict as run_predict
     from .predict import write_predictions
 
-    _check_weights(weights)
+    _check_choice("--weights", weights, WEIGHTS)
     result = run_predict(target, inputs, weights)
     text = write_predictions(result, out)
     if text is not None:
@@ -443,7 +440,7 @@ def export(
     """Write a run's parameters as plain named arrays (.npz), EMA weights by default."""
     from .predict import export as run_export
 
-    _check_weights(weights)
+    _check_choice("--weights", weights, WEIGHTS)
     result = run_export(target, out, weights)
     arrays = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result["arrays"].items())
     _console().print(

@@ -26,6 +26,14 @@ def _binary(y: np.ndarray) -> bool:
     return y.ndim == 2 and y.shape[1] == 1 and bool(np.isin(y, (0, 1)).all())
 
 
+def class_labels(y: np.ndarray) -> np.ndarray | None:
+    """Targets as integer classes: class labels as they are, one 0/1 column as 0 and 1,
+    None for real values."""
+    if y.ndim == 1:
+        return y
+    return y[:, 0].astype(np.int64) if _binary(y) else None
+
+
 def predicted_classes(loss: Loss, out: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     if y.ndim == 1 and loss.classify is not None:
         return loss.classify(out)
@@ -45,7 +53,7 @@ def evaluate(model: Model, loss: Loss, params: dict, split: Split,
         result["mse"] = float(np.mean(np.square(diff, dtype=np.float64)))
     pred = predicted_classes(loss, out, split.y)
     if pred is not None:
-        truth = split.y if split.y.ndim == 1 else split.y[:, 0].astype(np.int64)
+        truth = class_labels(split.y)
         k = num_classes or 2
         confusion = np.zeros((k, k), np.int64)
         np.add.at(confusion, (truth, pred), 1)

@@ -47,12 +47,7 @@ def gradcheck(config: dict, batch: int = 8, entries: int = 20, tolerance: float 
         value, _ = loss.value_and_grad(out, y)
         return value + trainer.l2_term(params)
 
-    out, cache = model.forward(params, x)
-    value, dout = loss.value_and_grad(out, y)
-    grads = model.backward(params, cache, dout, trainer.trainable_set)
-    for k in trainer.l2_params:
-        if k in grads:
-            grads[k] = grads[k] + trainer.l2_scale * params[k]
+    value, grads = trainer.gradients(params, x, y)  # the very code a training step runs
 
     rows = []
     for name in trainer.trainable:

@@ -42,9 +42,7 @@ def load_trainer(target: str | Path, cache: TrainerCache | None = None):
     """
     path = checkpoint.resolve_path(target)
     arrays, meta = checkpoint.load(path)
-    saved = meta.get("config")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: metadata holds no config")
+    saved = checkpoint.saved_config(path, meta)
     try:
         config = resolve(saved, str(path))
     except ConfigError as exc:
@@ -61,15 +59,8 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
                         cache: TrainerCache | None = None) -> dict:
     trainer, path, meta = load_trainer(target, cache)
     ds = trainer.dataset
-    chosen = ds.split(split)
-    note = None
-    if chosen is None:
-        if split == "validation":
-            raise ConfigError(f"--split validation: {ds.name} has no validation split "
-                              "(set data.validation: N to hold some out)")
-        note = f"dataset {ds.name} has no {split} split; evaluated on the training set"
-        split, chosen = "train", ds.train
-    used = "ema" if weights == "ema" and trainer.ema is not None else "raw"
+    split, chosen, note = ds.split_or_train(split, f"--split {split}")
+    used = trainer.weights_used(weights)
     # run.threads holds here too: `eval --watch` beside a training run shares its cores
     with compute.threads(trainer.config["run"].get("threads")):
         result = evaluate(trainer.model, trainer.loss, trainer.eval_params(used), chosen, ds.num_classes)

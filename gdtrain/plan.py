@@ -75,7 +75,7 @@ def memory(trainer: Trainer) -> dict:
 def _every(every: int, total: int, final: bool) -> list[int]:
     """Steps k·every before the end (the runner's own rule), and `total` when `final`."""
     steps = list(range(every, total, every)) if every else []
-    if final and every and (not steps or steps[-1] != total):
+    if final and every:  # range() stops before total
         steps.append(total)
     return steps
 
@@ -178,20 +178,18 @@ def resume_plan(trainer: Trainer, config: dict) -> dict:
     # refused change stops the search there; one whose arrays do not fit is skipped
     skipped: list[str] = []
     drift: list = []
-    shapes = {k: (v.shape, v.dtype) for k, v in trainer.state_arrays().items()}
 
     def accept(path, arrays: dict, meta: dict) -> None:
-        saved = meta.get("config")
-        if not isinstance(saved, dict):
-            raise CheckpointError(f"{path}: metadata holds no config")
-        drift[:] = classify_drift(saved, config)
+        drift[:] = classify_drift(checkpoint.saved_config(path, meta), config)
         if drift[0]:
             raise _Refused(path, meta)
-        if {k: (v.shape, v.dtype) for k, v in arrays.items()} != shapes:
-            raise CheckpointError(f"{path}: does not match this config's state (array names, shapes, dtypes)")
+        try:
+            trainer.check_state(arrays)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
 
     try:
-        found = checkpoint.newest_good(rd.checkpoints, None, skipped.append, accept)
+        found = checkpoint.newest_good(rd.checkpoints, skipped.append, accept)
     except _Refused as stop:
         found = (stop.path, None, stop.meta)
     if found is None:

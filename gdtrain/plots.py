@@ -8,14 +8,15 @@ state) and written atomically; the file's extension picks PNG, SVG or PDF.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import write_output
 from .errors import ConfigError, DataError, MissingExtra
 from .rundir import RunDir
+from .runs_table import finite_number, headline_metric
 
 DPI = 100
 CURVES_SIZE = (13.5, 4.0)  # inches: loss, evaluation, learning rate side by side
@@ -49,14 +50,7 @@ def check_output(out: str | Path) -> str:
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     fmt = check_output(out)
-    tmp = out.with_name(f".tmp-{out.name}.{os.getpid()}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, format=fmt, dpi=DPI)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    write_output(out, lambda f: fig.savefig(f, format=fmt, dpi=DPI))
     return out
 
 
@@ -88,24 +82,20 @@ def read_curves(run: str | Path, label: str) -> Curves:
     records = rd.read_metrics()
     if not records:
         raise DataError(f"{run}: no records in {rd.metrics.name}; nothing to plot")
-    train = [r for r in records if r.get("event") == "train" and _finite(r.get("loss"))]
+    train = [r for r in records if r.get("event") == "train" and finite_number(r.get("loss"))]
     evals = [r for r in records if r.get("event") == "eval"]
-    metric = next((m for m in ("accuracy", "mse", "loss") if any(_finite(r.get(m)) for r in evals)), None)
-    picked = [r for r in evals if metric and _finite(r.get(metric))]
+    metric = headline_metric(evals)
+    picked = [r for r in evals if metric and finite_number(r.get(metric))]
     return Curves(
         label,
         [r["step"] for r in train],
         [r["loss"] for r in train],
-        [r["lr"] for r in train] if all(_finite(r.get("lr")) for r in train) else [],
+        [r["lr"] for r in train] if all(finite_number(r.get("lr")) for r in train) else [],
         [r["step"] for r in picked],
         [r[metric] for r in picked],
         metric,
         picked[-1].get("split") if picked else None,
     )
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def plot_curves(runs: list[str | Path], out: str | Path) -> Path:
@@ -150,19 +140,10 @@ def plot_curves(runs: list[str | Path], out: str | Path) -> Path:
 # ---------------------------------------------------------------- decision boundary
 
 
-def _binary_labels(dataset) -> np.ndarray | None:
-    """Class labels of the training points, or None for real-valued targets."""
-    y = dataset.train.y
-    if dataset.has_classes:
-        return y
-    if y.ndim == 2 and y.shape[1] == 1 and np.isin(y, (0, 1)).all():
-        return y[:, 0].astype(np.int64)
-    return None
-
 
 def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema") -> Path:
     """For two-feature datasets: the model's 0.5 contour over the training points."""
-    from .evaluate import evaluate, headline, outputs
+    from .evaluate import class_labels, evaluate, headline, outputs
     from .inspect_run import load_trainer
 
     check_output(out)
@@ -177,7 +158,7 @@ def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema")
                 f"{'s' if ds.input_dim != 1 else ''}; a decision boundary is drawn for "
                 "two-feature datasets only"
             )
-        labels = _binary_labels(ds)
+        labels = class_labels(ds.train.y)
         if labels is None:
             raise ConfigError(f"--boundary: {run} has real-valued targets ({ds.name}); "
                               "a decision boundary needs class labels or 0/1 targets")
@@ -216,8 +197,8 @@ def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema")
         ax.legend(fontsize="small", loc="upper right")
         result = evaluate(model, loss, params, ds.train, ds.num_classes)
         name, value = headline(result)
-        used = "ema" if weights == "ema" and trainer.ema is not None else "raw"
-        ax.set_title(f"{label}: step {step}, train {name} {value:.3f} ({used})", fontsize="medium")
+        ax.set_title(f"{label}: step {step}, train {name} {value:.3f} ({trainer.weights_used(weights)})",
+                     fontsize="medium")
         ax.set_xlabel("x0")
         ax.set_ylabel("x1")
         ax.set_aspect("equal", adjustable="box")
@@ -239,9 +220,7 @@ def plot_confusion(runs: list[str | Path], out: str | Path, split: str = "test",
     for run in runs:
         trainer, path, meta = load_trainer(run)
         ds = trainer.dataset
-        chosen, used_split = ds.split(split), split
-        if chosen is None:
-            chosen, used_split = ds.train, "train"
+        used_split, chosen, _ = ds.split_or_train(split, f"--split {split}")
         params = trainer.eval_params(weights)
         result = evaluate(trainer.model, trainer.loss, params, chosen, ds.num_classes)
         if "confusion" not in result:

@@ -19,9 +19,6 @@ from . import checkpoint
 from .checkpoint import read_npz
 from .errors import CheckpointError, ConfigError, DataError
 
-WEIGHTS = ("ema", "raw")
-
-
 # ---------------------------------------------------------------- reading inputs
 
 
@@ -113,12 +110,10 @@ def predict(target: str | Path, input_path: str | Path, weights: str = "ema") ->
     from .evaluate import outputs
     from .inspect_run import load_trainer
 
-    if weights not in WEIGHTS:
-        raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
     trainer, path, meta = load_trainer(target)
+    used = trainer.weights_used(weights)
     ds, model, loss = trainer.dataset, trainer.model, trainer.loss
     x = read_inputs(input_path, ds.input_dim).astype(trainer.dtype)
-    used = "ema" if weights == "ema" and trainer.ema is not None else "raw"
     out = outputs(model, trainer.eval_params(used), x)
     result = {"checkpoint": str(path), "step": int(meta["step"]), "weights": used, "rows": len(x),
               "dtype": str(trainer.dtype)}
@@ -151,7 +146,7 @@ def write_predictions(result: dict, out: str | Path | None) -> str | None:
     columns.append(matrix)
     if out is not None and Path(out).suffix.lower() == ".npz":
         arrays = {k: result[k] for k in ("classes", "probabilities", "values") if k in result}
-        _write_out(Path(out), lambda f: np.savez(f, **arrays))
+        checkpoint.write_output(Path(out), lambda f: np.savez(f, **arrays))
         return None
     if out is not None and Path(out).suffix.lower() != ".csv":
         raise ConfigError(f"--out {out}: expected a .csv or .npz file name")
@@ -165,7 +160,7 @@ def write_predictions(result: dict, out: str | Path | None) -> str | None:
         writer.writerow([str(int(v)) for v in row[:ints]] + [f"{v:.{digits}g}" for v in row[ints:]])
     if out is None:
         return buf.getvalue()
-    _write_out(Path(out), lambda f: f.write(buf.getvalue().encode()))
+    checkpoint.write_output(Path(out), lambda f: f.write(buf.getvalue().encode()))
     return None
 
 
@@ -180,24 +175,15 @@ def export(target: str | Path, out: str | Path, weights: str = "ema") -> dict:
     """
     from .inspect_run import load_trainer
 
-    if weights not in WEIGHTS:
-        raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
     out = Path(out)
     if out.suffix.lower() != ".npz":
         raise ConfigError(f"--out {out}: expected a file name ending in .npz")
     trainer, path, meta = load_trainer(target)
-    used = "ema" if weights == "ema" and trainer.ema is not None else "raw"
+    used = trainer.weights_used(weights)
     params = trainer.eval_params(used)
     arrays = {k: np.ascontiguousarray(params[k]) for k in trainer.model.names}
-    _write_out(out, lambda f: np.savez(f, **arrays))
+    checkpoint.write_output(out, lambda f: np.savez(f, **arrays))
     return {"file": str(out), "checkpoint": str(path), "step": int(meta["step"]), "weights": used,
             "arrays": {k: list(v.shape) for k, v in arrays.items()}, "dtype": str(trainer.dtype)}
 
 
-def _write_out(path: Path, write) -> None:
-    """checkpoint.write_atomic, with a failure reported against --out."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_atomic(path, write, "output")
-    except OSError as exc:
-        raise ConfigError(f"--out {path}: cannot write: {exc.strerror or exc}") from None

@@ -39,19 +39,7 @@ def _read_pid(fd: int) -> int | None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    checkpoint.write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class RunDir:
@@ -73,7 +61,7 @@ class RunDir:
         could not save must fail now, not after hours of training.
         """
         for directory in (self.path, self.checkpoints):
-            probe = directory / f".tmp-probe.{os.getpid()}"
+            probe = directory / f"{checkpoint.TMP_PREFIX}probe.{os.getpid()}"
             try:
                 directory.mkdir(parents=True, exist_ok=True)
                 with open(probe, "wb") as f:

@@ -26,7 +26,7 @@ from .errors import (
     GdtrainError,
     Interrupted,
 )
-from .evaluate import evaluate
+from .evaluate import evaluate, headline
 from .rundir import RunDir
 from .train import StepResult, Trainer
 
@@ -86,12 +86,10 @@ def _checkpoint_meta(trainer: Trainer, config: dict, elapsed: float, machinery: 
 
 def _evaluate(trainer: Trainer, split_name: str, weights: str = "ema") -> dict:
     ds = trainer.dataset
-    split = ds.split(split_name)
-    if split is None:
-        split_name, split = "train", ds.train
+    split_name, split, _ = ds.split_or_train(split_name, "train.eval_split")
     result = evaluate(trainer.model, trainer.loss, trainer.eval_params(weights), split, ds.num_classes)
     result["split"] = split_name
-    result["weights"] = "ema" if (weights == "ema" and trainer.ema is not None) else "raw"
+    result["weights"] = trainer.weights_used(weights)
     return result
 
 
@@ -121,24 +119,6 @@ def _check_drift(saved: dict, config: dict, where: Path, allow: bool) -> list[st
     return [f"config change on resume: {_changes([c])}" for c in guarded + allowed]
 
 
-def _check_fits(path: Path, arrays: dict, trainer: Trainer) -> None:
-    """A verified checkpoint of an unchanged config must hold exactly the trainer's state."""
-    expected = trainer.state_arrays()
-    missing = sorted(set(expected) - set(arrays))
-    extra = sorted(set(arrays) - set(expected))
-    if missing or extra:
-        raise CheckpointError(
-            f"{path}: does not match this config's state"
-            + (f"; missing {', '.join(missing)}" if missing else "")
-            + (f"; unexpected {', '.join(extra)}" if extra else "")
-        )
-    for name, target in expected.items():
-        src = arrays[name]
-        if src.shape != target.shape or src.dtype != target.dtype:
-            raise CheckpointError(f"{path}: array {name!r} is {src.dtype}{list(src.shape)}, "
-                                  f"expected {target.dtype}{list(target.shape)}")
-
-
 def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
             reporter: Reporter, machinery: dict) -> tuple[int, float]:
     """Load the newest good checkpoint into `trainer`; return (step, elapsed).
@@ -150,15 +130,14 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
     notes: list[str] = []
 
     def accept(path: Path, arrays: dict, meta: dict) -> None:
-        saved = meta.get("config")
-        if not isinstance(saved, dict):
-            raise CheckpointError(f"{path}: metadata holds no config")
-        if meta.get("config_hash") != config_hash(saved):
-            raise CheckpointError(f"{path}: the config in its metadata does not match its hash (damaged)")
+        saved = checkpoint.saved_config(path, meta)
         notes[:] = _check_drift(saved, config, rd.path, opts.allow_config_change)
-        _check_fits(path, arrays, trainer)
+        try:
+            trainer.check_state(arrays)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
 
-    found = checkpoint.newest_good(rd.checkpoints, None, reporter.warning, accept)
+    found = checkpoint.newest_good(rd.checkpoints, reporter.warning, accept)
     if found is None:
         raise CheckpointError(
             f"{rd.checkpoints}: no usable checkpoint (every one is damaged, see the warnings); "
@@ -168,7 +147,7 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
     for note in notes:
         reporter.message(note)
     step = int(meta["step"])
-    trainer.load_state(arrays, step)
+    trainer.load_state(arrays, step)  # checked in accept: cannot fail
     position = trainer.stream.position(step)
     if meta.get("data_position") not in (None, position):
         reporter.warning(
@@ -243,12 +222,18 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         t0 = time.perf_counter()
         log_every, eval_every = train_cfg["log_every"], train_cfg["eval_every"]
         ckpt_every = train_cfg["checkpoint_every"]
-        last_saved = start_step if start_step else None
+        last_saved = start_step  # a resumed run's checkpoint is on disk already
         result = None
-        last_eval = None
 
         def elapsed() -> float:
             return elapsed_before + time.perf_counter() - t0
+
+        def evaluate_and_log(step: int) -> dict:
+            result = _evaluate(trainer, train_cfg["eval_split"])
+            record = {"event": "eval", "step": step, **_brief(result), "elapsed": round(elapsed(), 4)}
+            rd.log(record)
+            reporter.evaluation(record)
+            return result
 
         def save() -> None:
             nonlocal last_saved
@@ -276,11 +261,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                     rd.log(record)
                     reporter.log(record)
                 if eval_every and step % eval_every == 0 and step != total:
-                    last_eval = _evaluate(trainer, train_cfg["eval_split"])
-                    record = {"event": "eval", "step": step, **_brief(last_eval),
-                              "elapsed": round(elapsed(), 4)}
-                    rd.log(record)
-                    reporter.evaluation(record)
+                    evaluate_and_log(step)
                 if ckpt_every and step % ckpt_every == 0 and step != total:
                     save()
                 if signals.received is not None:
@@ -299,11 +280,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
 
         if last_saved != trainer.step_count:
             save()
-        final = _evaluate(trainer, train_cfg["eval_split"])
-        record = {"event": "eval", "step": trainer.step_count, **_brief(final),
-                  "elapsed": round(elapsed(), 4)}
-        rd.log(record)
-        reporter.evaluation(record)
+        final = evaluate_and_log(trainer.step_count)
         raw = _evaluate(trainer, train_cfg["eval_split"], "raw") if trainer.ema is not None else None
         summary = {
             "run_dir": str(rd.path), "steps": trainer.step_count, "total_steps": total,
@@ -386,8 +363,8 @@ def smoke(config: dict, reporter: Reporter | None = None) -> str:
         if not np.isfinite(ev["loss"]):
             problems.append(f"evaluation loss is {ev['loss']}")
         seconds = time.perf_counter() - t0
-        figure = (f"accuracy {ev['accuracy']:.4f}" if "accuracy" in ev
-                  else f"mse {ev.get('mse', ev['loss']):.4g}")
+        name, value = headline(ev)
+        figure = f"{name} {value:.4f}" if name == "accuracy" else f"{name} {value:.4g}"
         if problems:
             raise CheckFailed("smoke check failed: " + "; ".join(problems))
         return (f"smoke ok: {SMOKE_STEPS} steps on {len(dataset.train)} examples, loss {loss:.4g}, "

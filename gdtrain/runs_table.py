@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import math
 import os
 import time
 from pathlib import Path
@@ -61,10 +62,15 @@ def lock_is_held(rd: RunDir) -> bool:
         os.close(fd)
 
 
+def finite_number(value) -> bool:
+    """A usable figure from a metrics record (hand-edited or damaged logs hold anything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def headline_metric(evals: list[dict]) -> str | None:
     """The figure a run is judged by: accuracy for classifiers, else MSE, else the loss."""
     for name in ("accuracy", "mse", "loss"):
-        if any(isinstance(r.get(name), (int, float)) for r in evals):
+        if any(finite_number(r.get(name)) for r in evals):
             return name
     return None
 
@@ -89,10 +95,10 @@ def describe(path: str | Path) -> dict:
     steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
     if isinstance(status.get("step"), int):
         steps.append(status["step"])
-    saved = [s for s in map(checkpoint.step_of, checkpoint.list_checkpoints(rd.checkpoints)) if s is not None]
+    saved = [checkpoint.step_of(p) for p in checkpoint.list_checkpoints(rd.checkpoints)]
 
     metric = headline_metric(evals)
-    values = [(r["step"], r[metric]) for r in evals if metric and isinstance(r.get(metric), (int, float))]
+    values = [(r["step"], r[metric]) for r in evals if metric and finite_number(r.get(metric))]
     best = None
     if values:
         pick = max if metric == "accuracy" else min

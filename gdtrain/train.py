@@ -25,6 +25,7 @@ from .optimizers import OPTIMIZERS, Optimizer
 from .schedules import build_schedule
 
 _INIT_STREAM = 0
+WEIGHTS = ("ema", "raw")  # what evaluation, prediction and export may use
 
 
 def check_loss_fits(loss_name: str, loss: Loss, dataset: Dataset, model_cfg: dict) -> None:
@@ -118,6 +119,7 @@ class Trainer:
                 f"train.batch_size: {train['batch_size']} is more than the {n_train} training "
                 f"examples of dataset '{dataset.name}'; use at most {n_train}"
             )
+        dataset.split_or_train(train["eval_split"], "train.eval_split")  # refused now, not mid-run
         tr = dataset.train
         self.stream = BatchStream(tr.stored, tr.y, train["batch_size"], run["seed"], train["shuffle"],
                                   scale=tr.scale, dtype=tr.dtype)
@@ -152,17 +154,23 @@ class Trainer:
             d = min(d, (1.0 + updates_done) / (10.0 + updates_done))
         return d
 
+    def gradients(self, params: dict, x, y) -> tuple[float, dict]:
+        """(data loss, gradients of data loss + L2) of the trainable parameters on (x, y):
+        what a step descends, and what `gradcheck` checks."""
+        out, cache = self.model.forward(params, x)
+        loss, dout = self.loss.value_and_grad(out, y)
+        grads = self.model.backward(params, cache, dout, self.trainable_set)
+        for k in self.l2_params:
+            if k in grads:
+                grads[k] += self.l2_scale * params[k]
+        return loss, grads
+
     def step(self) -> StepResult:
         step = self.step_count
         x, y = self.stream.batch(step)
-        out, cache = self.model.forward(self.params, x)
-        loss, dout = self.loss.value_and_grad(out, y)
+        loss, grads = self.gradients(self.params, x, y)
         if not math.isfinite(loss):
             raise DivergedError(self.divergence_message(step, f"loss is {loss}"))
-        grads = self.model.backward(self.params, cache, dout, self.trainable_set)
-        for k in self.l2_params:
-            if k in grads:
-                grads[k] += self.l2_scale * self.params[k]
         lr = self.lr(step)
         updates, self.opt_state = self.optimizer.update(grads, self.opt_state, lr)
         for k, u in updates.items():
@@ -216,25 +224,38 @@ class Trainer:
             arrays.update({f"ema/{k}": v for k, v in self.ema.items()})
         return arrays
 
-    def state_shapes(self) -> dict[str, tuple]:
-        return {k: tuple(v.shape) for k, v in self.state_arrays().items()}
+    def check_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """CheckpointError unless `arrays` hold exactly this trainer's state: the same array
+        names, shapes and dtypes (a checkpoint of another config, or a forged one)."""
+        expected = self.state_arrays()
+        missing = sorted(set(expected) - set(arrays))
+        extra = sorted(set(arrays) - set(expected))
+        if missing or extra:
+            raise CheckpointError(
+                "does not match this config's state"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unexpected {', '.join(extra)}" if extra else "")
+            )
+        for name, target in expected.items():
+            src = arrays[name]
+            if src.shape != target.shape or src.dtype != target.dtype:
+                raise CheckpointError(f"array {name!r} is {src.dtype}{list(src.shape)}, "
+                                      f"expected {target.dtype}{list(target.shape)}")
 
     def load_state(self, arrays: dict[str, np.ndarray], step: int) -> None:
-        expected = self.state_arrays()
-        for name, target in expected.items():
-            src = arrays.get(name)
-            if src is None:
-                raise CheckpointError(f"checkpoint lacks array {name!r}")
-            if src.shape != target.shape or src.dtype != target.dtype:
-                raise CheckpointError(
-                    f"checkpoint array {name!r} is {src.dtype}{list(src.shape)}, "
-                    f"expected {target.dtype}{list(target.shape)}"
-                )
-            target[...] = src
+        self.check_state(arrays)
+        for name, target in self.state_arrays().items():
+            target[...] = arrays[name]
         self.step_count = step
+
+    def weights_used(self, weights: str) -> str:
+        """'ema' or 'raw': the weights `eval_params(weights)` gives (EMA only if the run has it)."""
+        if weights not in WEIGHTS:
+            raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
+        return "ema" if weights == "ema" and self.ema is not None else "raw"
 
     def eval_params(self, weights: str = "ema") -> dict[str, np.ndarray]:
         """Parameters to evaluate: EMA shadows for the trainable ones when asked and present."""
-        if weights == "ema" and self.ema is not None:
+        if self.weights_used(weights) == "ema":
             return {**self.params, **self.ema}
         return self.params

@@ -426,6 +426,8 @@ CASES = [
       "line 6: train.steps: expected int (>= 1) | null, got '1:30'"),
     C("type-stray-digit-group", lambda ctx: ["check", ctx.base_text(("steps: 6", "steps: 6_"))],
       "line 6: train.steps: expected int (>= 1) | null, got '6_'"),
+    C("eval-split-absent", check({"train": {"eval_split": "validation"}}),
+      "train.eval_split: linear_sum has no validation split (set data.validation: N"),
     C("type-section-not-mapping", check({"train": [1, 2]}), "train: expected a mapping, got a list [1, 2]"),
     C("batch-size-zero", check({"train": {"batch_size": 0}}), "train.batch_size: must be >= 1, got 0"),
     C("batch-size-negative", check({"train": {"batch_size": -8}}), "train.batch_size: must be >= 1, got -8"),

@@ -138,6 +138,26 @@ def test_a_damaged_newest_checkpoint_is_skipped_as_the_run_would(tmp_path):
     assert len(resume["skipped"]) == 1 and "ckpt-00000020.npz" in resume["skipped"][0]
 
 
+def test_a_checkpoint_whose_config_fails_its_hash_is_skipped_as_the_run_would(tmp_path):
+    """plan and run share checkpoint.saved_config: a stored config edited after the save
+    is damage, so both fall back to the older checkpoint."""
+    from gdtrain import checkpoint
+    from gdtrain.runner import train
+
+    raw = classifier(tmp_path, train={"steps": 20, "checkpoint_every": 10})
+    run(raw)
+    newest = run_dir(raw) / "checkpoints" / "ckpt-00000020.npz"
+    data = checkpoint.read_npz(newest)
+    meta = json.loads(data.pop(checkpoint.META_KEY).tobytes())
+    meta["config"]["optimizer"]["learning_rate"] = 9.0  # the hash beside it is unchanged
+    np.savez(newest, **data, **{checkpoint.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
+    longer = resolve(classifier(tmp_path, train={"steps": 30, "checkpoint_every": 10}))
+    resume = make_plan(longer)["resume"]
+    assert (resume["action"], resume["step"]) == ("resume", 10)
+    assert "does not match its hash" in resume["skipped"][0]
+    assert train(longer)["resumed_from"] == 10
+
+
 def test_cli_plan(tmp_path, cli):
     path = write_yaml(tmp_path / "plan.yaml", classifier(tmp_path))
     code, out, err = cli("plan", path, "--set", "schedule.name=exponential", "--set",

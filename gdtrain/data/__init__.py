@@ -98,6 +98,21 @@ class Dataset:
     def split(self, name: str) -> Split | None:
         return {"train": self.train, "test": self.test, "validation": self.validation}[name]
 
+    def split_or_train(self, name: str, where: str) -> tuple[str, Split, str | None]:
+        """(name used, split, note) to evaluate on. A dataset without a test split (the
+        small generators) is scored on its training set, with a note saying so; a missing
+        validation split is an error, since it exists only when data.validation asks for
+        it. `where` names the option for the error (`--split`, `train.eval_split`)."""
+        chosen = self.split(name)
+        if chosen is not None:
+            return name, chosen, None
+        if name == "validation":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{where}: {self.name} has no validation split "
+                              "(set data.validation: N to hold some out)")
+        return "train", self.train, f"dataset {self.name} has no {name} split; evaluated on the training set"
+
 
 def hold_out(dataset: Dataset, count: int) -> Dataset:
     """Move the first `count` training examples into a validation split (as TF1's
