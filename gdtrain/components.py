@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .registry import Option, Registry, type_name
+from .errors import ConfigError
+from .registry import Option, Registry, suggest, type_name
 
 KINDS = ("section", "dataset", "model", "loss", "optimizer", "schedule", "initializer")
 TITLES = {
@@ -32,9 +33,6 @@ def plural(kind: str) -> str:
 
 def kind_named(word: str) -> str:
     """The kind a word names, singular or plural ('model', 'losses'); ConfigError otherwise."""
-    from .errors import ConfigError
-    from .registry import suggest
-
     plurals = {plural(k): k for k in KINDS}
     if word in KINDS or word in plurals:
         return plurals.get(word, word)
@@ -44,7 +42,7 @@ def kind_named(word: str) -> str:
 def _tables() -> dict[str, Registry]:
     from .config import SECTIONS, _tables
 
-    datasets, models, losses, optimizers, schedules, initializers, _ = _tables()
+    datasets, models, losses, optimizers, schedules, initializers = _tables()
     return {"section": SECTIONS, "dataset": datasets, "model": models, "loss": losses,
             "optimizer": optimizers, "schedule": schedules, "initializer": initializers}
 
@@ -67,8 +65,6 @@ def _model_extra(models: Registry, name: str) -> dict:
 
 def describe() -> dict:
     """{kind: [{name, summary, options: [...], ...}]} for every registered component."""
-    from .schedules import COMMON_OPTIONS
-
     tables = _tables()
     out: dict[str, list] = {}
     for kind in KINDS:
@@ -78,10 +74,6 @@ def describe() -> dict:
         for name in names:
             entry = {"name": name, "summary": registry.summary(name),
                      "options": [_option(o) for o in registry.options(name)]}
-            if kind == "schedule":
-                entry["options"] += [{"name": key, "type": type_name(annotation), "required": False,
-                                      "default": default, "doc": doc}
-                                     for key, (annotation, default, doc) in COMMON_OPTIONS.items()]
             if kind == "model":
                 entry.update(_model_extra(registry, name))
                 entry["options"].append({"name": "init", "type": "initializer name | mapping",
@@ -94,7 +86,9 @@ def describe() -> dict:
     return out
 
 
-def _show(value: Any) -> str:
+def plain_value(value: Any) -> str:
+    """A default or initializer as the listings show it: YAML's null/true/false, lists and
+    mappings in flow style (JSON), anything else as str()."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -129,12 +123,12 @@ def render_markdown(data: dict) -> str:
             if entry["summary"]:
                 lines += [_text(entry["summary"]), ""]
             if kind == "model":
-                init = ", ".join(f"{k} {_show(v)}" for k, v in entry["default_init"].items())
+                init = ", ".join(f"{k} {plain_value(v)}" for k, v in entry["default_init"].items())
                 lines += [f"Parameters: {', '.join(entry['parameters'])}; default init: {init}.", ""]
             if entry["options"]:
                 lines += ["| option | type | default | meaning |", "| --- | --- | --- | --- |"]
                 for o in entry["options"]:
-                    default = "*required*" if o["required"] else f"`{_show(o['default'])}`"
+                    default = "*required*" if o["required"] else f"`{plain_value(o['default'])}`"
                     lines.append(f"| `{o['name']}` | {_cell(o['type'])} | {default} | {_cell(o['doc'])} |")
             else:
                 lines.append("No options.")
@@ -155,7 +149,7 @@ def render_summary(data: dict) -> str:
                 "dataset": "data", "initializer": "model.init"}.get(kind, kind)
             name = "" if kind == "section" else f"`{entry['name']}`"
             options = ", ".join(
-                f"`{o['name']}`" + (" *required*" if o["required"] else f" ({_show(o['default'])})")
+                f"`{o['name']}`" + (" *required*" if o["required"] else f" ({plain_value(o['default'])})")
                 for o in entry["options"]) or "—"
             lines.append(f"| `{where}` | {name} | {_cell(options)} |")
     lines += ["", README_END]

@@ -25,14 +25,12 @@ from .registry import (
     NonNegative,
     NonNegativeInt,
     OneOf,
+    OpenFraction,
     Positive,
     PositiveInt,
-    Range,
     Registry,
-    coerce,
     show,
     suggest,
-    type_name,
 )
 
 # ---------------------------------------------------------------- YAML, strictly
@@ -118,14 +116,18 @@ def _walk_nodes(node: yaml.Node, path: str, lines: dict[str, int], problems: lis
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     """(data, {dotted key: line}) from YAML text; ConfigError on any YAML problem."""
     try:
-        node = yaml.compose(text, Loader=_StrictLoader)
-        lines: dict[str, int] = {}
-        problems: list[str] = []
-        if node is not None:
-            _walk_nodes(node, "", lines, problems)
-        if problems:
-            raise ConfigError(problems, source)
-        data = yaml.load(text, Loader=_StrictLoader)
+        loader = _StrictLoader(text)
+        try:  # composed once: walked for lines and problems, then constructed
+            node = loader.get_single_node()
+            lines: dict[str, int] = {}
+            problems: list[str] = []
+            if node is not None:
+                _walk_nodes(node, "", lines, problems)
+            if problems:
+                raise ConfigError(problems, source)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -260,7 +262,7 @@ def l2_section(scale: NonNegative, params: list[str] | None = None):
 
 
 @SECTIONS.register("ema")
-def ema_section(decay: Annotated[float, Range(gt=0, lt=1)] = 0.99, num_updates: bool = True):
+def ema_section(decay: OpenFraction = 0.99, num_updates: bool = True):
     """Exponential moving average of the trainable parameters (tf.train.ExponentialMovingAverage).
 
     decay: the decay; with num_updates the effective decay is min(decay, (1+n)/(10+n))
@@ -288,18 +290,17 @@ def _tables():
     from .losses import LOSSES
     from .models import MODELS
     from .optimizers import OPTIMIZERS
-    from .schedules import COMMON_OPTIONS, SCHEDULES
+    from .schedules import SCHEDULES
 
-    return DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS, COMMON_OPTIONS
+    return DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS
 
 
 def _section(config: dict, key: str, problems: list[str], optional: bool = False) -> dict | None:
     value = config.get(key)
     if value is None:
-        if key in config and not optional:
-            problems.append(f"{key}: section is empty; expected a mapping")
-        elif key not in config and not optional:
-            problems.append(f"{key}: missing section")
+        if not optional:
+            problems.append(f"{key}: section is empty; expected a mapping" if key in config
+                            else f"{key}: missing section")
         return None
     if not isinstance(value, dict):
         problems.append(f"{key}: expected a mapping, got {show(value)}")
@@ -379,7 +380,7 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
     Raises ConfigError listing every problem, each prefixed with the file and line
     of the offending key where known.
     """
-    DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS, COMMON = _tables()
+    DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS = _tables()
     problems: list[str] = []
     for key in raw:
         if key not in TOP_LEVEL:
@@ -389,7 +390,7 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
     out: dict[str, Any] = {}
 
     def plain_section(key: str, optional: bool) -> dict | None:
-        section = _section(raw, key, problems, optional) if key in raw or not optional else None
+        section = _section(raw, key, problems, optional)
         if section is None:
             if key == "run":
                 section = {}
@@ -441,13 +442,7 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
 
     schedule = _section(raw, "schedule", problems, optional=True)
     if schedule is not None:
-        resolved = _component(SCHEDULES, schedule, "schedule", problems, extra=tuple(COMMON))
-        for key, (annotation, default, _doc) in COMMON.items():
-            value, problem = coerce(schedule.get(key, default), annotation)
-            if problem:
-                problems.append(f"schedule.{key}: {problem}")
-            resolved[key] = value
-        out["schedule"] = resolved
+        out["schedule"] = _component(SCHEDULES, schedule, "schedule", problems)
 
     l2 = plain_section("l2", optional=True)
     if l2 is not None:
@@ -469,21 +464,12 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
 
     # Cross-section checks that need the model's parameter names.
     if names:
-        trainable = (train or {}).get("trainable")
-        if isinstance(trainable, list):
-            _, unmatched = match_patterns(trainable, names)
-            for p in unmatched:
-                problems.append(
-                    f"train.trainable: {p!r} matches no parameter; the model has {', '.join(names)}"
-                    + suggest(p, names)
-                )
-        if l2 is not None and isinstance(l2.get("params"), list):
-            _, unmatched = match_patterns(l2["params"], names)
-            for p in unmatched:
-                problems.append(
-                    f"l2.params: {p!r} matches no parameter; the model has {', '.join(names)}"
-                    + suggest(p, names)
-                )
+        for where, patterns in (("train.trainable", (train or {}).get("trainable")),
+                                ("l2.params", (l2 or {}).get("params"))):
+            if isinstance(patterns, list):
+                _, unmatched = match_patterns(patterns, names)
+                problems += [f"{where}: {p!r} matches no parameter; the model has {', '.join(names)}"
+                             + suggest(p, names) for p in unmatched]
 
     # Build the schedule once with placeholder sizes, so that its own checks run now.
     if "schedule" in out and "optimizer" in out and not problems:
@@ -618,5 +604,4 @@ def run_dir(config: dict) -> str:
     return os.path.join(config["run"]["dir"], config["run"]["name"])
 
 
-__all__ = ["load", "resolve", "apply_overrides", "config_hash", "diff", "classify_drift",
-           "type_name", "SECTIONS"]
+__all__ = ["load", "resolve", "apply_overrides", "config_hash", "diff", "classify_drift", "SECTIONS"]

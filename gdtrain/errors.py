@@ -12,13 +12,6 @@ class GdtrainError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
 
 class ConfigError(GdtrainError):
     """A config (file, --set override or section) is invalid.

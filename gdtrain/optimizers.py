@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .registry import Fraction, NonNegative, Positive, Registry
+from .registry import Fraction, NonNegative, OpenFraction, Positive, Registry
 
 OPTIMIZERS = Registry("optimizer")
 
@@ -81,8 +81,8 @@ def momentum(learning_rate: Positive, momentum: NonNegative = 0.9, nesterov: boo
 @OPTIMIZERS.register("adam")
 def adam(
     learning_rate: Positive = 0.001,
-    beta1: Fraction = 0.9,
-    beta2: Fraction = 0.999,
+    beta1: OpenFraction = 0.9,
+    beta2: OpenFraction = 0.999,
     epsilon: Positive = 1e-8,
 ) -> Optimizer:
     """tf.train.AdamOptimizer, with TF1's epsilon placement and bias correction in the step.
@@ -93,9 +93,6 @@ def adam(
     beta2: decay of the second moment
     epsilon: added to sqrt(v)
     """
-    if beta1 >= 1 or beta2 >= 1:
-        raise ValueError("beta1 and beta2 must be < 1")
-
     def init(params):
         dtype = next(iter(params.values())).dtype if params else np.float32
         # TF1 keeps beta^t as variables multiplied after each step, in the params' dtype

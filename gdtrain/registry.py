@@ -6,7 +6,9 @@ their annotations say the type and, through `Range`/`OneOf`, the allowed values.
 `Registry.check` validates a config section against the signature and returns every
 problem at once; `Registry.build` calls the factory with checked, coerced values.
 Parameters listed in `injected` are supplied by gdtrain (e.g. a model's input size),
-never by the user.
+never by the user. Options in `common` are taken by every entry of a table besides its
+own (a schedule's warm-up): listed and checked like the factory's options, and applied
+by the table's `wrap` to what the factory built.
 """
 
 from __future__ import annotations
@@ -80,18 +82,15 @@ class OneOf:
 Positive = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
 Fraction = Annotated[float, Range(gt=0, le=1)]  # decay rates: (0, 1]
+OpenFraction = Annotated[float, Range(gt=0, lt=1)]  # moving-average decays: 1 would never move
 PositiveInt = Annotated[int, Range(ge=1)]
 NonNegativeInt = Annotated[int, Range(ge=0)]
 
 
-def _suggest(word: Any, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def suggest(word: Any, choices: typing.Iterable[str]) -> str:
     """'; did you mean X?' when a close match exists, else ''."""
-    return _suggest(word, choices)
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def type_name(annotation: Any) -> str:
@@ -144,11 +143,11 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
         in_range = [p for p in problems if p.startswith("must ")]
         if in_range:
             return value, in_range[0]
-        return value, f"expected {type_name(annotation)}, got {_show(value)}"
+        return value, f"expected {type_name(annotation)}, got {show(value)}"
     if origin is list:
         (item,) = get_args(base) or (Any,)
         if not isinstance(value, list):
-            return value, f"expected a list, got {_show(value)}"
+            return value, f"expected a list, got {show(value)}"
         out = []
         for i, v in enumerate(value):
             c, problem = coerce(v, item)
@@ -158,17 +157,17 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
         return _check_constraints(out, constraints)
     if origin is dict or base is dict:
         if not isinstance(value, dict):
-            return value, f"expected a mapping, got {_show(value)}"
+            return value, f"expected a mapping, got {show(value)}"
         return _check_constraints(value, constraints)
     if base is bool:
         if not isinstance(value, bool):
-            return value, f"expected true or false, got {_show(value)}"
+            return value, f"expected true or false, got {show(value)}"
     elif base is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return value, f"expected an integer, got {_show(value)}"
+            return value, f"expected an integer, got {show(value)}"
         if isinstance(value, float):
             if not value.is_integer():
-                return value, f"expected an integer, got {_show(value)}"
+                return value, f"expected an integer, got {show(value)}"
             value, shown = int(value), value
         else:
             shown = value
@@ -177,7 +176,7 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
             return value, f"must fit in 64 bits, got {_show_number(shown)}"
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return value, f"expected a number, got {_show(value)}"
+            return value, f"expected a number, got {show(value)}"
         try:
             value = float(value)
         except OverflowError:  # an integer beyond any float
@@ -186,7 +185,7 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
             return value, f"must be a finite number, got {value}"
     elif base is str:
         if not isinstance(value, str):
-            return value, f"expected a string, got {_show(value)}"
+            return value, f"expected a string, got {show(value)}"
     return _check_constraints(value, constraints)
 
 
@@ -194,8 +193,8 @@ def _check_constraints(value: Any, constraints: list) -> tuple[Any, str | None]:
     for c in constraints:
         problem = c.problem(value)
         if problem:
-            hint = _suggest(value, c.choices) if isinstance(c, OneOf) else ""
-            return value, f"{problem}, got {_show(value)}{hint}"
+            hint = suggest(value, c.choices) if isinstance(c, OneOf) else ""
+            return value, f"{problem}, got {show(value)}{hint}"
     return value, None
 
 
@@ -203,7 +202,7 @@ def _show_number(value: int | float) -> str:
     # a 5000-digit integer is not worth printing (and str() refuses beyond 4300 digits)
     if isinstance(value, int) and abs(value) >= 10**30:
         return f"an integer of {value.bit_length()} bits"
-    return _show(value)
+    return show(value)
 
 
 # Bounded reprs: a value in a message is shown, never dumped (a YAML alias can make a
@@ -223,9 +222,6 @@ def show(value: Any) -> str:
     return _REPR.repr(value)
 
 
-_show = show
-
-
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -239,12 +235,24 @@ class Option:
 
 
 class Registry:
-    """A name -> factory table whose factories' signatures are the schema."""
+    """A name -> factory table whose factories' signatures are the schema.
 
-    def __init__(self, kind: str, injected: tuple[str, ...] = ()):
+    `common` declares options every entry takes besides its own, as
+    name -> (annotation, default, doc); `build` hands their values not to the factory
+    but to `wrap(built, **values)`, whose result it returns.
+    """
+
+    def __init__(self, kind: str, injected: tuple[str, ...] = (),
+                 common: dict[str, tuple[Any, Any, str]] | None = None,
+                 wrap: Callable[..., Any] | None = None):
+        if bool(common) != (wrap is not None):
+            raise ValueError(f"{kind}: common options and wrap go together")
         self.kind = kind
         self.injected = set(injected)
+        self.common = dict(common or {})
+        self._wrap = wrap
         self._table: dict[str, Callable] = {}
+        self._options: dict[str, tuple[Option, ...]] = {}  # per name: register refuses duplicates
 
     def register(self, name: str) -> Callable[[Callable], Callable]:
         def decorate(factory: Callable) -> Callable:
@@ -262,9 +270,6 @@ class Registry:
     def __iter__(self):
         return iter(self._table)
 
-    def __len__(self) -> int:
-        return len(self._table)
-
     def names(self) -> list[str]:
         return sorted(self._table)
 
@@ -272,16 +277,23 @@ class Registry:
         return self._table[name]
 
     def options(self, name: str) -> list[Option]:
-        """User-settable options of a component, in signature order."""
+        """User-settable options of a component: its factory's in signature order, then the
+        common ones."""
         factory = self._table[name]
-        hints = typing.get_type_hints(factory, include_extras=True)
-        docs = _param_docs(factory)
-        out = []
-        for p in inspect.signature(factory).parameters.values():
-            if p.name in self.injected or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                continue
-            out.append(Option(p.name, hints.get(p.name, Any), p.default, docs.get(p.name, "")))
-        return out
+        if name not in self._options:
+            hints = typing.get_type_hints(factory, include_extras=True)
+            docs = _param_docs(factory)
+            out = []
+            for p in inspect.signature(factory).parameters.values():
+                if p.name in self.injected or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    continue
+                if p.name in self.common:
+                    raise ValueError(f"{self.kind} {name!r}: {p.name!r} is already a common option")
+                out.append(Option(p.name, hints.get(p.name, Any), p.default, docs.get(p.name, "")))
+            out += [Option(key, annotation, default, doc)
+                    for key, (annotation, default, doc) in self.common.items()]
+            self._options[name] = tuple(out)
+        return list(self._options[name])
 
     def summary(self, name: str) -> str:
         doc = inspect.getdoc(self._table[name]) or ""
@@ -294,19 +306,19 @@ class Registry:
         """
         if not isinstance(name, str):
             valid = ", ".join(self.names())
-            return {}, [f"{where}.name: expected a name, got {_show(name)}; valid: {valid}"]
+            return {}, [f"{where}.name: expected a name, got {show(name)}; valid: {valid}"]
         if name not in self._table:
             valid = ", ".join(self.names())
             return {}, [
-                f"{where}.name: unknown {self.kind} {_show(name)}; valid: {valid}"
-                + _suggest(name, self._table)
+                f"{where}.name: unknown {self.kind} {show(name)}; valid: {valid}"
+                + suggest(name, self._table)
             ]
         problems = []
         known = {o.name: o for o in self.options(name)}
         coerced = {}
         for key, value in options.items():
             if key not in known:
-                hint = _suggest(key, known) or (
+                hint = suggest(key, known) or (
                     f"; {self.kind} '{name}' takes: {', '.join(known) or 'no options'}"
                 )
                 problems.append(f"{where}.{key}: unknown option for {self.kind} '{name}'{hint}")
@@ -325,12 +337,15 @@ class Registry:
         return coerced, problems
 
     def build(self, name: str, options: dict, where: str, **injected: Any) -> Any:
-        """Check then call the factory; factory ValueErrors become config errors."""
+        """Check then call the factory (and `wrap`, given the common options); factory
+        ValueErrors become config errors."""
         coerced, problems = self.check(name, options, where)
         if problems:
             raise ConfigError(problems)
+        common = {key: coerced.pop(key, default) for key, (_, default, _) in self.common.items()}
         try:
-            return self._table[name](**coerced, **injected)
+            built = self._table[name](**coerced, **injected)
+            return self._wrap(built, **common) if self._wrap is not None else built
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 

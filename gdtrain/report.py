@@ -62,7 +62,7 @@ class ConsoleReporter(Reporter):
     def evaluation(self, record: dict) -> None:
         if self.quiet:
             return
-        figures = "  ".join(f"{k} {_fmt(record[k])}" for k in ("loss", "accuracy", "mse") if k in record)
+        figures = "  ".join(f"{k} {figure}" for k, figure in _figures(record))
         self._print(f"eval {record['step']:>7}  {record['split']} ({record['weights']} weights)  {figures}")
 
     def message(self, text: str) -> None:
@@ -88,11 +88,7 @@ class ConsoleReporter(Reporter):
         if summary["l2"]:
             rows.append(("l2 term", _fmt(summary["l2"])))
         label = f"{ev['split']}, {ev['weights']} weights"
-        rows.append((f"loss ({label})", _fmt(ev["loss"])))
-        if "accuracy" in ev:
-            rows.append((f"accuracy ({label})", _fmt(ev["accuracy"])))
-        if "mse" in ev:
-            rows.append((f"mse ({label})", _fmt(ev["mse"])))
+        rows += [(f"{k} ({label})", figure) for k, figure in _figures(ev)]
         raw = summary.get("eval_raw")
         if raw and "accuracy" in raw:
             rows.append((f"accuracy ({raw['split']}, raw weights)", _fmt(raw["accuracy"])))
@@ -113,6 +109,11 @@ class ConsoleReporter(Reporter):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _figures(record: dict) -> list[tuple[str, str]]:
+    """(name, formatted value) of the evaluation figures a record holds: loss, accuracy, mse."""
+    return [(k, _fmt(record[k])) for k in ("loss", "accuracy", "mse") if k in record]
 
 
 _BLOCKS = "▁▂▃▄▅▆▇█"

@@ -3,8 +3,8 @@
 `step` counts the updates already done (TF1's global_step), so update k (0-based)
 uses lr(k). A factory receives the optimizer's `learning_rate` and the number of
 steps per epoch (for `decay_steps: epoch`) from gdtrain, and is validated when it is
-built. Every schedule also takes `warmup_steps` (handled by `build_schedule`): a
-linear ramp lr(k)·(k+1)/warmup_steps over the first warmup_steps updates.
+built. Every schedule also takes `warmup_steps` (a common option of the table, applied
+by `warmup`): a linear ramp lr(k)·(k+1)/warmup_steps over the first warmup_steps updates.
 """
 
 from __future__ import annotations
@@ -13,12 +13,27 @@ import itertools
 import math
 from collections.abc import Callable
 
-from .errors import ConfigError
-from .registry import Fraction, NonNegative, NonNegativeInt, Registry, coerce
-
-SCHEDULES = Registry("schedule", injected=("learning_rate", "steps_per_epoch", "total_steps"))
+from .registry import Fraction, NonNegative, NonNegativeInt, Registry
 
 Schedule = Callable[[int], float]
+
+
+def warmup(schedule: Schedule, warmup_steps: int) -> Schedule:
+    """Linear warm-up: update k < warmup_steps uses schedule(k)·(k+1)/warmup_steps."""
+    if warmup_steps <= 0:
+        return schedule
+
+    def lr(step: int) -> float:
+        base = schedule(step)
+        return base * (step + 1) / warmup_steps if step < warmup_steps else base
+
+    return lr
+
+
+COMMON_OPTIONS = {"warmup_steps": (NonNegativeInt, 0, "linear warm-up over this many first steps")}
+
+SCHEDULES = Registry("schedule", injected=("learning_rate", "steps_per_epoch", "total_steps"),
+                     common=COMMON_OPTIONS, wrap=warmup)
 
 
 def _steps(value: float | str, steps_per_epoch: float, name: str) -> float:
@@ -153,32 +168,13 @@ def linear(
     return lr
 
 
-def warmup(schedule: Schedule, warmup_steps: int) -> Schedule:
-    """Linear warm-up: update k < warmup_steps uses schedule(k)·(k+1)/warmup_steps."""
-    if warmup_steps <= 0:
-        return schedule
-
-    def lr(step: int) -> float:
-        base = schedule(step)
-        return base * (step + 1) / warmup_steps if step < warmup_steps else base
-
-    return lr
-
-
-COMMON_OPTIONS = {"warmup_steps": (NonNegativeInt, 0, "linear warm-up over this many first steps")}
-
-
 def build_schedule(
     section: dict | None, learning_rate: float, steps_per_epoch: float, total_steps: int
 ) -> Schedule:
     """The schedule a resolved config's `schedule` section describes (constant if absent)."""
     options = dict(section or {"name": "constant"})
     name = options.pop("name", "constant")
-    annotation, default, _ = COMMON_OPTIONS["warmup_steps"]
-    warmup_steps, problem = coerce(options.pop("warmup_steps", default), annotation)
-    if problem:
-        raise ConfigError(f"schedule.warmup_steps: {problem}")
-    base = SCHEDULES.build(
+    return SCHEDULES.build(
         name,
         options,
         "schedule",
@@ -186,4 +182,3 @@ def build_schedule(
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
     )
-    return warmup(base, warmup_steps)

@@ -28,7 +28,6 @@ def _bytes(n: int) -> str:
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n} B"
 
 
 def _steps(steps: list[int], head: int = 4) -> str:
@@ -158,26 +157,18 @@ def _sci(value) -> str:
 
 
 def render_components(console: Console, data: dict, kinds: list[str]) -> None:
-    from .components import plural
+    from .components import plain_value, plural
 
     for kind in kinds:
         console.print(f"[bold underline]{plural(kind)}[/]")
         for entry in data[kind]:
             console.print(f"  [bold]{escape(entry['name'])}[/]  {escape(entry['summary'])}")
             if kind == "model":
-                init = ", ".join(f"{k} {_plain(v)}" for k, v in entry["default_init"].items())
+                init = ", ".join(f"{k} {plain_value(v)}" for k, v in entry["default_init"].items())
                 console.print(f"      parameters {', '.join(entry['parameters'])}; "
                               f"default init {escape(init)}")
             for o in entry["options"]:
-                default = "required" if o["required"] else f"default {_plain(o['default'])}"
+                default = "required" if o["required"] else f"default {plain_value(o['default'])}"
                 doc = f"  {escape(o['doc'])}" if o["doc"] else ""
                 console.print(f"      {o['name']}: [cyan]{escape(o['type'])}[/], {escape(default)}{doc}")
         console.print()
-
-
-def _plain(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
