@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -64,17 +65,17 @@ def _softmax_flops(d_in=784, k=10):
 WORKLOADS = {
     "mlp": {
         "title": "MLP 784-500-10, batch 200, momentum+decay+L2+EMA",
-        "config": "configs/mnist_mlp.yaml", "dtype": "float32", "batch": 200,
+        "config": "configs/mnist_mlp.yaml", "dtype": "float32",
         "flops": _mlp_flops(), "epochs": 2, "impls": ("gdtrain", "gdtrain-run", "numpy", "torch"),
     },
     "softmax": {
         "title": "softmax regression, batch 100, sum CE, SGD",
-        "config": "configs/mnist_softmax.yaml", "dtype": "float32", "batch": 100,
+        "config": "configs/mnist_softmax.yaml", "dtype": "float32",
         "flops": _softmax_flops(), "epochs": 6, "impls": ("gdtrain", "gdtrain-run", "numpy", "torch"),
     },
     "mlp64": {
         "title": "MLP as above in float64 (run.dtype: float64)",
-        "config": "configs/mnist_mlp.yaml", "dtype": "float64", "batch": 200,
+        "config": "configs/mnist_mlp.yaml", "dtype": "float64",
         "flops": _mlp_flops(), "epochs": 1, "impls": ("gdtrain", "numpy"),
     },
 }
@@ -114,15 +115,17 @@ def _setup(workload: str):
     return spec, cfg, dataset
 
 
-def _minimal_fn(workload: str, impl: str):
+def _minimal_fn(workload: str, impl: str, cfg: dict):
+    """The hand-written loop of a workload, taking the config's batch size."""
     if impl == "torch":
         from benchmarks import torch_loops as mod
     else:
         from benchmarks import minimal_numpy as mod
-    return mod.softmax_sgd if workload == "softmax" else mod.mlp_momentum_ema
+    fn = mod.softmax_sgd if workload == "softmax" else mod.mlp_momentum_ema
+    return functools.partial(fn, batch=cfg["train"]["batch_size"])
 
 
-def _loop_args(workload: str, trainer):
+def _loop_args(trainer):
     """Initial parameters and the row order of gdtrain's own stream, for the hand-written loops."""
     params = {k: v.copy() for k, v in trainer.params.items()}
     return params, trainer.stream.permutation
@@ -131,8 +134,8 @@ def _loop_args(workload: str, trainer):
 def child_time(workload: str, impl: str, epochs: int, threads: int | None) -> dict:
     from gdtrain.train import Trainer
 
-    spec, cfg, dataset = _setup(workload)
-    steps_per_epoch = len(dataset.train) // spec["batch"]
+    _, cfg, dataset = _setup(workload)
+    steps_per_epoch = len(dataset.train) // cfg["train"]["batch_size"]
     times: list[tuple[float, float]] = []  # (wall, cpu) per epoch
     extra: dict = {}
     if impl == "gdtrain":
@@ -153,8 +156,8 @@ def child_time(workload: str, impl: str, epochs: int, threads: int | None) -> di
             torch.set_num_threads(threads or os.cpu_count())
             extra["torch"] = torch.__version__
             extra["torch_threads"] = torch.get_num_threads()
-        fn = _minimal_fn(workload, impl)
-        params, order = _loop_args(workload, Trainer(cfg, dataset))
+        fn = _minimal_fn(workload, impl, cfg)
+        params, order = _loop_args(Trainer(cfg, dataset))
         # the hand-written loops gather from float features: decoding them here, outside the
         # timing, keeps MNIST's bytes-backed split out of gdtrain's own memory figure
         x, y = dataset.train.x, dataset.train.y
@@ -164,6 +167,7 @@ def child_time(workload: str, impl: str, epochs: int, threads: int | None) -> di
             fn(x, y, params, order, steps_per_epoch)
             times.append(_since(t0))
     return {"epoch_seconds": [w for w, _ in times], "epoch_cpu_seconds": [c for _, c in times],
+            "examples_per_epoch": steps_per_epoch * cfg["train"]["batch_size"],
             "max_rss_mb": _max_rss_mb(), **_blas_info(), **extra}
 
 
@@ -244,13 +248,13 @@ def child_check(workload: str, with_torch: bool) -> dict:
 
     from gdtrain.train import Trainer
 
-    spec, cfg, dataset = _setup(workload)
+    _, cfg, dataset = _setup(workload)
     x, y = dataset.train.x, dataset.train.y
     trainer = Trainer(cfg, dataset)
     results = {}
     for impl in ("numpy", "torch") if with_torch else ("numpy",):
-        params, order = _loop_args(workload, trainer)
-        got = _minimal_fn(workload, impl)(x, y, params, order, CHECK_STEPS)[0]
+        params, order = _loop_args(trainer)
+        got = _minimal_fn(workload, impl, cfg)(x, y, params, order, CHECK_STEPS)[0]
         results[impl] = got
     for _ in range(CHECK_STEPS):
         trainer.step()
@@ -358,7 +362,7 @@ def summarize(raw: dict) -> list[dict]:
         spec = WORKLOADS[w]
         epoch = [t for r in runs for t in r[CLOCKS[raw["clock"]]]]
         best, med = min(epoch), statistics.median(epoch)
-        n = 60000
+        n = runs[0]["examples_per_epoch"]  # examples in each timed epoch (the whole training split)
         gflops = spec["flops"] * n / best / 1e9
         rows.append({
             "workload": w, "impl": impl, "median": med, "min": best, "samples_per_s": n / best,

@@ -1,9 +1,11 @@
 """Does splitting the MLP's elementwise update across two threads pay?
 
-The L2 + momentum + apply + EMA phase of a mnist_mlp step streams ~6 MB of state on one
-core while the second core idles. This prototype runs W1's first half of rows on a worker
+The momentum + apply + EMA phase of a mnist_mlp step streams ~6 MB of state on one core
+while the second core idles. This prototype runs W1's first half of rows on a worker
 thread and everything else on the main one (elementwise work gives the same bits however
 it is split: checked below), and times whole steps against `Trainer.step`, alternating.
+Forward, loss, backward and the L2 term are `Trainer.gradients`, as in `Trainer.step`:
+so the L2 gradient is added on the main thread, before the split, not in the halves.
 
     python -m benchmarks.split_update [ROUNDS]
     OPENBLAS_THREAD_TIMEOUT=4 python -m benchmarks.split_update   # idle BLAS workers sleep sooner
@@ -34,8 +36,6 @@ def split_step(t: Trainer, pool: ThreadPoolExecutor):
     def elementwise(parts, grads, lr, one_minus_decay):
         for k, rows in parts:
             g, p = grads[k][rows], t.params[k][rows]
-            if k in t.l2_params:
-                g += t.l2_scale * p
             a = t.opt_state["accum"][k][rows]
             a *= m
             a += g
@@ -46,9 +46,7 @@ def split_step(t: Trainer, pool: ThreadPoolExecutor):
     def step() -> StepResult:
         step = t.step_count
         x, y = t.stream.batch(step)
-        out, cache = t.model.forward(t.params, x)
-        loss, dout = t.loss.value_and_grad(out, y)
-        grads = t.model.backward(t.params, cache, dout, t.trainable_set)
+        loss, grads = t.gradients(t.params, x, y)  # L2 included
         lr = t.lr(step)
         one = t.dtype.type(1)
         c = one - t.dtype.type(t.ema_decay_at(step + 1))

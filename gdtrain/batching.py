@@ -11,29 +11,27 @@ resuming at step i needs nothing but i: no RNG state has to be carried.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import DTypeLike
 
-from .data import decode
+from .data import Split, decode
 
 # Separates the data-order streams from the initialisation streams of the same seed.
 _DATA_STREAM = 1
 
 
 class BatchStream:
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool,
-                 scale: float | None = None, dtype: DTypeLike = None):
-        """x: the features; or, with `scale`, integer codes whose features are codes·scale
-        in `dtype` (a `Split.coded`'s): each batch's codes are gathered, then decoded."""
-        self.x, self.y = x, y
-        self.scale = scale
-        self.n = int(x.shape[0])
+    def __init__(self, split: Split, batch_size: int, seed: int, shuffle: bool):
+        """Batches of `split`. A `Split.coded` stays codes: each batch's codes are gathered,
+        then decoded into features of the split's dtype."""
+        self.split = split
+        x, y = split.stored, split.y
+        self.n = len(split)
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self._perms: dict[int, np.ndarray] = {}
         # Gather targets: batches are copied into these, never re-allocated.
-        self._codes = np.empty((batch_size,) + x.shape[1:], x.dtype) if scale is not None else None
-        self._xbuf = np.empty((batch_size,) + x.shape[1:], x.dtype if scale is None else dtype)
+        self._codes = np.empty((batch_size,) + x.shape[1:], x.dtype) if split.scale is not None else None
+        self._xbuf = np.empty((batch_size,) + x.shape[1:], split.dtype)
         self._ybuf = np.empty((batch_size,) + y.shape[1:], y.dtype)
         self._idx = np.empty(batch_size, np.intp)
 
@@ -70,11 +68,12 @@ class BatchStream:
         idx = self.indices(step)
         # mode='clip' skips the bounds-check pass; idx is in range by construction. The
         # ndarray method skips np.take's Python wrapper: ~1 µs a step, 1% of a softmax step.
+        split = self.split
         if self._codes is None:
-            self.x.take(idx, axis=0, out=self._xbuf, mode="clip")
+            split.stored.take(idx, axis=0, out=self._xbuf, mode="clip")
         else:
-            decode(self.x.take(idx, axis=0, out=self._codes, mode="clip"), self.scale, self._xbuf)
-        self.y.take(idx, axis=0, out=self._ybuf, mode="clip")
+            decode(split.stored.take(idx, axis=0, out=self._codes, mode="clip"), split.scale, self._xbuf)
+        split.y.take(idx, axis=0, out=self._ybuf, mode="clip")
         return self._xbuf, self._ybuf
 
     def position(self, step: int) -> dict:

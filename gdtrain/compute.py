@@ -53,6 +53,36 @@ def differences(saved: dict | None, now: dict) -> list[str]:
     return [f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys if saved.get(k) != now.get(k)]
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_allocator_tuned = False
+
+
+def reuse_freed_memory() -> None:
+    """Keep the memory a training step frees for the next step (glibc only; no-op elsewhere).
+
+    A step allocates and frees the same multi-megabyte temporaries every time. glibc
+    serves blocks above its mmap threshold (it adapts, from 128 KiB) with fresh pages and
+    returns freed heap tops to the OS past its trim threshold, so each step faulted its
+    temporaries in again: 2,656 page faults and ~5 ms of system time per float64 MNIST
+    MLP step (13.2 ms a step; 8.5 ms without the faults). Fixed thresholds of 32 MiB
+    (the largest glibc allows) and 128 MiB keep them in the heap.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return  # not glibc (musl, macOS): their allocators decide
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+
+
 @contextlib.contextmanager
 def threads(count: int | None, warn=None) -> Iterator[None]:
     """Run the block with `count` BLAS threads (None: leave the library's setting)."""

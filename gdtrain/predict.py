@@ -1,8 +1,8 @@
 """Using a trained run elsewhere: predictions for new inputs, and the weights as plain arrays.
 
 Inputs come as npz (an array `x`, or the file's only array), CSV (rows of numbers,
-an optional header) or IDX (MNIST's format; unsigned bytes are scaled by 1/255 as
-the mnist dataset does, and images are flattened). They are checked against the
+an optional header) or IDX (MNIST's format; unsigned bytes are scaled by 1/255 exactly
+as the mnist dataset does, and images are flattened). They are checked against the
 model's input size before anything runs. Classifiers give the predicted class and
 the probability of each class; other models give their output values.
 """
@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from . import checkpoint
 from .checkpoint import read_npz
@@ -22,8 +23,10 @@ from .errors import CheckpointError, ConfigError, DataError
 # ---------------------------------------------------------------- reading inputs
 
 
-def read_inputs(path: str | Path, input_dim: int) -> np.ndarray:
-    """(N, input_dim) float64 features from an npz, csv or IDX file; DataError if they do not fit."""
+def read_inputs(path: str | Path, input_dim: int, dtype: DTypeLike = np.float64) -> np.ndarray:
+    """(N, input_dim) features in `dtype` (the run's) from an npz, csv or IDX file; DataError
+    if they do not fit. Numbers are read as float64, checked, then cast; IDX bytes become
+    exactly the features the mnist dataset gives the same bytes in training."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -33,7 +36,7 @@ def read_inputs(path: str | Path, input_dim: int) -> np.ndarray:
     elif suffix in (".csv", ".txt", ".tsv"):
         x, what = _csv_features(path, "\t" if suffix == ".tsv" else ","), f"{path}"
     else:
-        x, what = _idx_features(path), f"{path} (IDX)"
+        x, what = _idx_features(path, dtype), f"{path} (IDX)"
     if x.ndim == 1:
         # one feature per row, or one example when the length is the input size
         x = x[:, None] if input_dim == 1 else x[None, :]
@@ -47,7 +50,7 @@ def read_inputs(path: str | Path, input_dim: int) -> np.ndarray:
     if bad.size:
         i, j = bad[0]
         raise DataError(f"{what}: row {i + 1}, feature {j + 1} is {x[i, j]}; expected finite numbers")
-    return x
+    return x.astype(dtype, copy=False)
 
 
 def _npz_features(path: Path) -> np.ndarray:
@@ -92,14 +95,18 @@ def _csv_features(path: Path, delimiter: str) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
-def _idx_features(path: Path) -> np.ndarray:
+def _idx_features(path: Path, dtype: DTypeLike) -> np.ndarray:
+    from .data import decode
     from .data.idx import read_idx
+    from .data.mnist import PIXEL_SCALE
 
     x = read_idx(path)
-    scaled = x.astype(np.float64)
+    x = x.reshape(len(x), -1) if x.ndim > 1 else x
     if x.dtype == np.uint8:
-        scaled *= 1.0 / 255.0  # the mnist dataset's scaling, so pixels mean what they meant in training
-    return scaled.reshape(len(scaled), -1) if scaled.ndim > 1 else scaled
+        # pixels decoded as the mnist dataset decodes them (in the run's dtype), so that they
+        # are the very features an image gave in training and evaluation
+        return decode(x, PIXEL_SCALE, np.empty(x.shape, dtype))
+    return x.astype(np.float64)
 
 
 # ---------------------------------------------------------------- predicting
@@ -113,7 +120,7 @@ def predict(target: str | Path, input_path: str | Path, weights: str = "ema") ->
     trainer, path, meta = load_trainer(target)
     used = trainer.weights_used(weights)
     ds, model, loss = trainer.dataset, trainer.model, trainer.loss
-    x = read_inputs(input_path, ds.input_dim).astype(trainer.dtype)
+    x = read_inputs(input_path, ds.input_dim, trainer.dtype)
     out = outputs(model, trainer.eval_params(used), x)
     result = {"checkpoint": str(path), "step": int(meta["step"]), "weights": used, "rows": len(x),
               "dtype": str(trainer.dtype)}

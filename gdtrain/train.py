@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import compute
 from .batching import BatchStream
 from .config import match_patterns
 from .data import Dataset
@@ -96,6 +97,7 @@ class StepResult:
 
 class Trainer:
     def __init__(self, config: dict, dataset: Dataset):
+        compute.reuse_freed_memory()  # else every step faults its temporaries in anew
         self.config = config
         self.dataset = dataset
         run, train = config["run"], config["train"]
@@ -120,9 +122,7 @@ class Trainer:
                 f"examples of dataset '{dataset.name}'; use at most {n_train}"
             )
         dataset.split_or_train(train["eval_split"], "train.eval_split")  # refused now, not mid-run
-        tr = dataset.train
-        self.stream = BatchStream(tr.stored, tr.y, train["batch_size"], run["seed"], train["shuffle"],
-                                  scale=tr.scale, dtype=tr.dtype)
+        self.stream = BatchStream(dataset.train, train["batch_size"], run["seed"], train["shuffle"])
         self.total_steps = total_steps(train, len(dataset.train))
         self.schedule = build_schedule(config.get("schedule"), self.optimizer.learning_rate,
                                        self.stream.steps_per_epoch, self.total_steps)

@@ -26,7 +26,6 @@ Prints one line per run and a summary; exits 0 only if all N runs ended identica
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -45,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from gdtrain import checkpoint  # noqa: E402
 from gdtrain.errors import CheckpointError  # noqa: E402
+from gdtrain.rundir import RunDir  # noqa: E402
 
 DEFAULT_SETTINGS = ["train.steps=300", "train.checkpoint_every=25", "train.log_every=25",
                     "train.keep_checkpoints=3"]
@@ -99,18 +99,16 @@ def run_name(config: Path, settings: list[str]) -> str:
 
 
 def final_arrays(run_dir: Path) -> dict:
-    found = checkpoint.list_checkpoints(run_dir / "checkpoints")
-    arrays, _ = checkpoint.load(found[-1])
-    return arrays
+    """The arrays of a finished run's last checkpoint (the one `latest` names)."""
+    return checkpoint.load(checkpoint.resolve_path(run_dir))[0]
 
 
 def train_losses(run_dir: Path) -> list[tuple]:
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("event") == "train":
-            out.append((record["step"], record["loss"], record["lr"]))
-    return out
+    """(step, loss, lr) of each training record in a finished run's log. read_metrics skips
+    a line that is not JSON; a kill can tear the last line, but the start that resumes
+    drops torn lines (RunDir.truncate_metrics) before it logs, so a finished run has none."""
+    return [(r["step"], r["loss"], r["lr"]) for r in RunDir(run_dir).read_metrics()
+            if r.get("event") == "train"]
 
 
 def check_after_kill(run_dir: Path) -> list[str]:
@@ -139,10 +137,7 @@ def saving(run_dir: Path) -> bool:
 
 
 def started_training(run_dir: Path, pid: int) -> bool:
-    try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        return False
+    status = RunDir(run_dir).read_status()  # {} while absent or half-written
     return status.get("pid") == pid and status.get("status") == "running"
 
 
@@ -182,8 +177,7 @@ def chaos_run(index: int, cmd: list[str], run_dir: Path, reference: dict, ref_lo
             out.damaged.append(f"gdtrain exited {proc.returncode}: {err.decode(errors='replace').strip()}")
             break
         out.kills += 1
-        ckpts = run_dir / "checkpoints"
-        if ckpts.is_dir() and any(p.name.startswith(checkpoint.TMP_PREFIX) for p in ckpts.iterdir()):
+        if saving(run_dir):  # the kill left a save's temporary file
             out.mid_save += 1
         out.damaged += check_after_kill(run_dir)
     out.seconds = time.monotonic() - t0
@@ -227,7 +221,7 @@ def main() -> int:
         ref_dir = work / "reference" / name
         reference = final_arrays(ref_dir)
         ref_losses = train_losses(ref_dir)
-        status = json.loads((ref_dir / "status.json").read_text())
+        status = RunDir(ref_dir).read_status()
         training = max(status["elapsed"], 0.05)
         startup = max(total - training, 0.05)
         print(f"reference: {total:.1f}s ({startup:.1f}s start-up, {training:.1f}s training), "

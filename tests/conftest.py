@@ -6,35 +6,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
 from gdtrain.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-
-# A small generator-backed config: fast, real-valued targets, every section plain.
-SMALL_CONFIG = {
-    "run": {"name": "small", "seed": 0},
-    "data": {"name": "linear_sum", "samples": 32},
-    "model": {"name": "linear"},
-    "loss": {"name": "mse", "reduction": "mean"},
-    "optimizer": {"name": "sgd", "learning_rate": 0.1},
-    "train": {"batch_size": 8, "steps": 20, "log_every": 0},
-}
-
-
-def _merge(base: dict, changes: dict) -> dict:
-    """Sections merged key by key, except that a component given a new name starts afresh
-    (the options of sgd mean nothing to adam)."""
-    out = dict(base)
-    for key, value in changes.items():
-        old = out.get(key)
-        both = isinstance(old, dict) and isinstance(value, dict)
-        if both and value.get("name", old.get("name")) == old.get("name"):
-            out[key] = {**old, **value}
-        else:
-            out[key] = value
-    return out
 
 
 @pytest.fixture
@@ -53,15 +30,15 @@ def cli():
 
 @pytest.fixture
 def write_config(tmp_path):
-    """write_config(changes=None, base=SMALL_CONFIG, name='config.yaml') -> path.
+    """write_config(changes=None, base=SMALL, name='config.yaml') -> path.
 
-    Sections in `changes` are merged into `base` key by key (None removes a section);
-    run.dir always points inside tmp_path so that nothing lands in the repo's runs/.
+    `changes` are merged into `base` (tool_runs.merged: None removes a key, a component
+    given another name starts afresh); run.dir always points inside tmp_path so that
+    nothing lands in the repo's runs/.
     """
 
     def write(changes: dict | None = None, base: dict | None = None, name: str = "config.yaml") -> Path:
-        config = _merge(base if base is not None else SMALL_CONFIG, changes or {})
-        config = {k: v for k, v in config.items() if v is not None}
+        config = merged(base if base is not None else SMALL, changes or {})
         config["run"] = {**config.get("run", {}), "dir": str(tmp_path / "runs")}
         path = tmp_path / name
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -72,7 +49,7 @@ def write_config(tmp_path):
 
 @pytest.fixture
 def make_trainer(write_config):
-    """make_trainer(changes=None, base=SMALL_CONFIG) -> Trainer built from the resolved config."""
+    """make_trainer(changes=None, base=SMALL) -> Trainer built from the resolved config."""
     from gdtrain.config import load
     from gdtrain.data import load_dataset
     from gdtrain.train import Trainer

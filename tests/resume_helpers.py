@@ -3,12 +3,12 @@ piece of state a resume must restore, and ways to compare runs bit for bit."""
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
 import numpy as np
 import yaml
+from tool_runs import merged
 
 from gdtrain import checkpoint
 from gdtrain.config import resolve
@@ -31,16 +31,6 @@ RESUME_RAW = {
 }
 
 QUIET = RunOptions(handle_signals=False)
-
-
-def merged(base: dict, changes: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def make_config(run_root: Path, name: str = "ref", changes: dict | None = None) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
 from gdtrain import checkpoint
@@ -34,14 +35,7 @@ from gdtrain.cli import app
 REPO = Path(__file__).resolve().parents[1]
 GDTRAIN = REPO / ".venv" / "bin" / "gdtrain"
 
-BASE = {
-    "run": {"name": "small", "seed": 0},
-    "data": {"name": "linear_sum", "samples": 32},
-    "model": {"name": "linear"},
-    "loss": {"name": "mse", "reduction": "mean"},
-    "optimizer": {"name": "sgd", "learning_rate": 0.1},
-    "train": {"batch_size": 8, "steps": 6, "log_every": 0, "checkpoint_every": 3},
-}
+BASE = merged(SMALL, {"train": {"steps": 6, "checkpoint_every": 3}})
 
 # The same config written by hand, so that the line numbers in messages are known.
 BASE_TEXT = """\
@@ -67,20 +61,6 @@ def invoke(*args, cwd: Path | None = None) -> tuple[int, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"traceback for {args}") from result.exception
     return result.exit_code, result.stdout + result.stderr
-
-
-def merged(base: dict, changes: dict) -> dict:
-    out = json.loads(json.dumps(base))
-    for key, value in changes.items():
-        same_component = not isinstance(value, dict) or value.get("name", out.get(key, {}).get("name"))\
-            == out.get(key, {}).get("name")
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and same_component:
-            out[key] = merged(out[key], value)
-        elif value is None:
-            out.pop(key, None)
-        else:
-            out[key] = value
-    return out
 
 
 def snapshot(directory: Path) -> dict[str, str]:

@@ -73,8 +73,8 @@ def test_hold_out_and_head_leave_training_codes_undecoded():
 def test_batches_from_codes_equal_batches_from_floats(dtype, shuffle):
     codes = _codes()
     y = np.arange(len(codes))
-    from_codes = BatchStream(codes, y, 10, seed=4, shuffle=shuffle, scale=SCALE, dtype=dtype)
-    from_floats = BatchStream(_as_floats(codes, dtype), y, 10, seed=4, shuffle=shuffle)
+    from_codes = BatchStream(Split.coded(codes, SCALE, dtype, y), 10, seed=4, shuffle=shuffle)
+    from_floats = BatchStream(Split(_as_floats(codes, dtype), y), 10, seed=4, shuffle=shuffle)
     for step in range(9):  # crosses epoch boundaries (37 rows, batches of 10)
         xc, yc = from_codes.batch(step)
         xf, yf = from_floats.batch(step)

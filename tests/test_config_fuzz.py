@@ -21,19 +21,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
 from gdtrain.cli import app
 
 VALID = [
-    {
-        "run": {"name": "a", "seed": 0},
-        "data": {"name": "linear_sum", "samples": 32},
-        "model": {"name": "linear"},
-        "loss": {"name": "mse", "reduction": "mean"},
-        "optimizer": {"name": "sgd", "learning_rate": 0.1},
-        "train": {"batch_size": 8, "steps": 5, "log_every": 0},
-    },
+    merged(SMALL, {"run": {"name": "a"}, "train": {"steps": 5}}),
     {
         "run": {"name": "b", "seed": 1, "dtype": "float64"},
         "data": {"name": "circle", "samples": 40, "seed": 2},

@@ -290,6 +290,25 @@ def test_mnist_cache_is_used_then_rebuilt_when_a_source_changes(tmp_path, monkey
     assert rebuilt != cache  # and the stale one was removed
 
 
+def test_mnist_cache_write_removes_temporaries_of_killed_writes(tmp_path):
+    make_mnist_dir(tmp_path)
+    # what a cache write killed before its rename leaves (mkstemp's name), and an old cache
+    killed = tmp_path / f"{mnist.CACHE_PREFIX}k1ll3d_x.tmp"
+    killed.write_bytes(b"half a cache")
+    stale = tmp_path / f"{mnist.CACHE_PREFIX}{'0' * 32}.npz"
+    stale.write_bytes(b"an older cache")
+    other = tmp_path / "notes.tmp"  # not ours: left alone
+    other.write_bytes(b"")
+    ds = mnist.mnist(dir=str(tmp_path))
+    [cache] = cache_files(tmp_path)
+    assert not killed.exists() and not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.glob(f"{mnist.CACHE_PREFIX}*")) == [cache.name]
+    # the current cache survives the next write's clean-up, and is the one used
+    mnist._remove_stale_caches(cache)
+    assert cache_files(tmp_path) == [cache]
+    np.testing.assert_array_equal(mnist.mnist(dir=str(tmp_path)).train.x, ds.train.x)
+
+
 @pytest.mark.parametrize(
     "damage",
     [

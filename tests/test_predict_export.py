@@ -104,6 +104,44 @@ def test_predict_classes_from_npz_csv_and_idx(trained, tmp_path, cli):
     assert np.allclose(saved["probabilities"], expected, rtol=1e-5)
 
 
+def _idx_ubyte(path, arr: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def test_predict_on_idx_bytes_matches_evaluation_on_the_dataset_bit_for_bit(tmp_path):
+    """IDX bytes given to predict become the very float32 features the mnist dataset gives
+    the same images, so the outputs are those of evaluation, bit for bit."""
+    from gdtrain.evaluate import outputs
+    from gdtrain.predict import predict, read_inputs
+
+    rng = np.random.default_rng(5)
+    train = rng.integers(0, 256, (8, 16, 16)).astype(np.uint8)
+    test = np.stack([np.arange(256).reshape(16, 16), rng.integers(0, 256, (16, 16))]).astype(np.uint8)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for stem, arr in (("train-images-idx3-ubyte", train), ("train-labels-idx1-ubyte", np.arange(8) % 10),
+                      ("t10k-images-idx3-ubyte", test), ("t10k-labels-idx1-ubyte", np.array([3, 7]))):
+        _idx_ubyte(folder / stem, arr)
+    raw = config(tmp_path, "pixels", data={"name": "mnist", "dir": str(folder)},
+                 model={"name": "softmax"}, loss={"name": "cross_entropy"},
+                 train={"batch_size": 4, "steps": 3})
+    run(raw)
+    images = tmp_path / "images-idx3-ubyte"
+    _idx_ubyte(images, test)  # every byte value 0..255 among them
+
+    trainer, _, _ = load_trainer(run_dir(raw))
+    features = read_inputs(images, trainer.dataset.input_dim, trainer.dtype)
+    want = trainer.dataset.test.x
+    assert features.dtype == want.dtype == np.float32
+    assert features.tobytes() == want.tobytes()
+
+    result = predict(run_dir(raw), images)
+    out = outputs(trainer.model, trainer.eval_params(result["weights"]), want)
+    assert result["probabilities"].tobytes() == trainer.loss.predict(out).astype(np.float64).tobytes()
+    assert np.array_equal(result["classes"], trainer.loss.classify(out))
+
+
 def test_predict_values_of_a_regression(tmp_path, cli):
     raw = config(tmp_path)
     run(raw)

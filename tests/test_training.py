@@ -10,6 +10,7 @@ import pytest
 from gdtrain import checkpoint
 from gdtrain.batching import BatchStream
 from gdtrain.config import load
+from gdtrain.data import Split
 from gdtrain.errors import ConfigError, DivergedError
 from gdtrain.losses import LOSSES
 from gdtrain.models import MODELS
@@ -199,7 +200,7 @@ def test_divergence_is_reported(make_trainer):
 
 def rows_stream(n, batch, seed=0, shuffle=False):
     x = np.arange(n, dtype=np.float64)[:, None]
-    return BatchStream(x, np.arange(n), batch, seed, shuffle)
+    return BatchStream(Split(x, np.arange(n)), batch, seed, shuffle)
 
 
 def test_in_order_batches_wrap_around():
@@ -261,8 +262,7 @@ QUIET = RunOptions(handle_signals=False)
 
 
 def run_config(write_config, name: str, changes: dict, overrides: list[str]):
-    path = write_config({**changes, "run": {**RESUME_BASE["run"], "name": name}}, RESUME_BASE,
-                        name=f"{name}.yaml")
+    path = write_config({**changes, "run": {"name": name}}, RESUME_BASE, name=f"{name}.yaml")
     return train(load(path, overrides), opts=QUIET)
 
 

@@ -1,7 +1,8 @@
 """Small runs for the inspection-tool tests: configs, data files and finished run directories.
 
 Everything is written under the test's tmp_path; runs train in-process through
-runner.train, in a second or less each.
+runner.train, in a second or less each. `SMALL` and `merged` are also the base config
+and the merge of conftest, test_bad_input, test_config_fuzz and resume_helpers.
 """
 
 from __future__ import annotations
@@ -16,6 +17,37 @@ import yaml
 
 from gdtrain.config import resolve
 from gdtrain.runner import Reporter, RunOptions, train
+
+# A small generator-backed config: fast, real-valued targets, every section plain.
+SMALL = {
+    "run": {"name": "small", "seed": 0},
+    "data": {"name": "linear_sum", "samples": 32},
+    "model": {"name": "linear"},
+    "loss": {"name": "mse", "reduction": "mean"},
+    "optimizer": {"name": "sgd", "learning_rate": 0.1},
+    "train": {"batch_size": 8, "steps": 20, "log_every": 0},
+}
+
+
+def merged(base: dict, changes: dict, _top: bool = True) -> dict:
+    """A deep copy of `base` with `changes` merged in, dict into dict at every depth.
+
+    A None value deletes the key. A dict naming a different component ("name": adam where
+    base has sgd) replaces the old one instead of merging: sgd's options mean nothing to
+    adam. The top-level run section always merges: its name is the run's, not a component.
+    """
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        old = out.get(key)
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(old, dict) and (
+            (_top and key == "run") or value.get("name", old.get("name")) == old.get("name")
+        ):
+            out[key] = merged(old, value, _top=False)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def classes_npz(directory: Path, n: int = 60, k: int = 3, d: int = 2, seed: int = 0) -> Path:
@@ -40,23 +72,10 @@ def values_npz(directory: Path, n: int = 40, d: int = 3, outputs: int = 2, seed:
 
 
 def config(tmp_path: Path, name: str = "small", **sections) -> dict:
-    """A raw config: linear regression on linear_sum unless sections replace parts of it."""
-    raw = {
-        "run": {"name": name, "seed": 0, "dir": str(tmp_path / "runs")},
-        "data": {"name": "linear_sum", "samples": 32},
-        "model": {"name": "linear"},
-        "loss": {"name": "mse", "reduction": "mean"},
-        "optimizer": {"name": "sgd", "learning_rate": 0.1},
-        "train": {"batch_size": 8, "steps": 20, "log_every": 5},
-    }
-    for key, value in sections.items():
-        if value is None:
-            raw.pop(key, None)
-        elif isinstance(value, dict) and key in ("run", "train"):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
-    return raw
+    """A raw config: SMALL (linear regression on linear_sum) logging every 5 steps into
+    tmp_path/runs/name, with `sections` merged in (see `merged`)."""
+    raw = merged(SMALL, {"run": {"name": name, "dir": str(tmp_path / "runs")}, "train": {"log_every": 5}})
+    return merged(raw, sections)
 
 
 def classifier(tmp_path: Path, name: str = "clf", **sections) -> dict:
@@ -65,9 +84,7 @@ def classifier(tmp_path: Path, name: str = "clf", **sections) -> dict:
     base = {"data": data, "model": {"name": "softmax"}, "loss": {"name": "cross_entropy"},
             "optimizer": {"name": "sgd", "learning_rate": 0.5}, "ema": {"decay": 0.9},
             "train": {"batch_size": 10, "steps": 30, "log_every": 5, "eval_every": 10}}
-    for key, value in sections.items():
-        base[key] = {**base[key], **value} if key == "train" else value
-    return config(tmp_path, name, **base)
+    return merged(config(tmp_path, name, **base), sections)
 
 
 def write_yaml(path: Path, raw: dict) -> Path:

@@ -8,6 +8,8 @@ that module at the bottom of this file.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +28,31 @@ def decode(codes: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
     """
     np.copyto(out, codes)
     return np.multiply(out, scale, out=out)
+
+
+@contextlib.contextmanager
+def file_errors(path, expected: str, *, directory: str | None = None,
+                unreadable: str = "cannot read: {reason}", also: tuple[type[Exception], ...] = ()
+                ) -> Iterator[None]:
+    """Turn an error opening or reading the data file `path` into a one-line DataError:
+
+        {path}: no such file; expected {expected}
+        {path}: is a directory; expected {directory, or else expected}
+        {path}: {unreadable}   for any other OSError, and for the exceptions in `also`;
+                               formatted with {reason} (the OS's strerror, else the error)
+                               and {exc} (the error)
+    """
+    from ..errors import DataError
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; expected {expected}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory; expected {directory or expected}") from None
+    except (OSError, *also) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise DataError(f"{path}: " + unreadable.format(reason=reason, exc=exc)) from None
 
 
 class Split:

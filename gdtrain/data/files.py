@@ -19,7 +19,7 @@ from numpy.typing import DTypeLike
 
 from ..errors import DataError
 from ..registry import NonNegativeInt, OneOf, PositiveInt
-from . import DATASETS, Dataset, Split, hold_out
+from . import DATASETS, Dataset, Split, file_errors, hold_out
 
 # ----------------------------------------------------------------------------- npz
 
@@ -66,14 +66,10 @@ def npz(
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
     """Every array in the file; object (pickled) arrays are refused, not unpickled."""
-    try:
+    with file_errors(path, "a .npz file with arrays x and y", directory="a .npz file",
+                     unreadable="not a readable .npz file ({exc})",
+                     also=(ValueError, EOFError, zipfile.BadZipFile)):
         f = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; expected a .npz file with arrays x and y") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory; expected a .npz file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: is a single .npy array; expected a .npz with arrays x and y")
     with f:
@@ -128,14 +124,17 @@ def _labels(y: np.ndarray, what: str) -> np.ndarray:
         )
     if y.dtype.kind not in "iubf":
         raise DataError(f"{what} has dtype {y.dtype}; expected integer class labels")
+    return _whole_labels(y, lambda i: f"{what} index {i}", "expected integer class labels")
+
+
+def _whole_labels(y: np.ndarray, where, expected: str) -> np.ndarray:
+    """int64 labels from integers or whole-valued floats: a fraction, NaN or inf is refused,
+    not truncated, as `{where(i)}: label {value} is not a whole number; {expected}`."""
     if y.dtype.kind == "f":
         fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if fractional.size:
             i = int(fractional[0])
-            raise DataError(
-                f"{what} index {i}: label {float(y[i])} is not a whole number; "
-                "expected integer class labels"
-            )
+            raise DataError(f"{where(i)}: label {float(y[i])} is not a whole number; {expected}")
     return y.astype(np.int64)
 
 
@@ -322,15 +321,8 @@ def _table_targets(table: _Table, path: str, label_columns: int, dtype: DTypeLik
 
 def _table_labels(table: _Table, path: str) -> np.ndarray:
     """int64 class labels from the last column; fractions are refused, not truncated."""
-    column = table.values[:, -1]
-    fractional = np.flatnonzero(~np.isfinite(column) | (column != np.round(column)))
-    if fractional.size:
-        i = int(fractional[0])
-        raise DataError(
-            f"{path}:{table.lines[i]}: label {float(column[i])} is not a whole number; "
-            "expected class labels 0, 1, ... (labels: value for real-valued targets)"
-        )
-    return column.astype(np.int64)
+    return _whole_labels(table.values[:, -1], lambda i: f"{path}:{table.lines[i]}",
+                         "expected class labels 0, 1, ... (labels: value for real-valued targets)")
 
 
 def _read_table(path: str, delimiter: str, header: str, label_columns: int) -> _Table:
@@ -397,15 +389,9 @@ def _nonblank_rows(reader, path: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _open_text(path: str):
-    try:
+    with file_errors(path, "a CSV file"):
         # utf-8-sig drops the byte-order mark that spreadsheet exports often start with.
         return open(path, newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; expected a CSV file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory; expected a CSV file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _has_text(row: list[str]) -> bool:

@@ -15,6 +15,7 @@ import zlib
 import numpy as np
 
 from ..errors import DataError
+from . import file_errors
 
 # Type code -> (big-endian numpy dtype, name used in messages).
 IDX_TYPES: dict[int, tuple[str, str]] = {
@@ -66,15 +67,8 @@ def parse_idx(data: bytes, source: str, ndim: int | None = None) -> np.ndarray:
 
 def _read_bytes(path: str | os.PathLike) -> bytes:
     """The file's bytes, gunzipped if they start with the gzip magic."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file; expected an IDX file (.gz or raw)") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory; expected an IDX file (.gz or raw)") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with file_errors(path, "an IDX file (.gz or raw)"), open(path, "rb") as f:
+        data = f.read()
     if not data.startswith(_GZIP_MAGIC):
         return data
     try:

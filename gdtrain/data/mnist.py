@@ -29,6 +29,9 @@ from .idx import read_idx
 CACHE_VERSION = 2  # 2: keyed by content instead of size and mtime
 CACHE_PREFIX = ".gdtrain-cache-"
 NUM_CLASSES = 10
+# Features are pixel byte·PIXEL_SCALE, computed in the run's dtype (`data.decode`), as TF1's
+# read_data_sets computed them, so they match it bit for bit; `predict` reads IDX bytes the same way.
+PIXEL_SCALE = 1.0 / 255.0
 
 # Part -> base names in both styles in circulation: the original distribution's
 # "train-images-idx3-ubyte" and the "train-images.idx3-ubyte" of some mirrors.
@@ -171,10 +174,9 @@ def _to_dataset(
 ) -> Dataset:
     def split(part: str) -> Split:
         images = arrays[f"x_{part}"]
-        # Pixels stay bytes; features are byte·(1/255) in dtype, as TF1's read_data_sets
-        # computed them, so they match it bit for bit.
+        # Pixels stay bytes, decoded to byte·PIXEL_SCALE in dtype when used.
         codes = images.reshape(len(images), -1)
-        return Split.coded(codes, 1.0 / 255.0, dtype, arrays[f"y_{part}"].astype(np.int64))
+        return Split.coded(codes, PIXEL_SCALE, dtype, arrays[f"y_{part}"].astype(np.int64))
 
     return Dataset(
         name=name,
@@ -216,8 +218,15 @@ def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _remove_stale_caches(current: Path) -> None:
-    """Drop caches for earlier versions of the files: each holds ~55 MB for MNIST."""
-    for old in current.parent.glob(f"{CACHE_PREFIX}*.npz"):
+    """Drop caches for earlier versions of the files, and the temporaries of cache writes
+    that were killed: each holds ~55 MB for MNIST.
+
+    A temporary may also be another process's write in progress (two runs loading new
+    files at once): that write then fails as quietly as any failed cache write, and at
+    worst a later load decodes the files again.
+    """
+    folder = current.parent
+    for old in [*folder.glob(f"{CACHE_PREFIX}*.npz"), *folder.glob(f"{CACHE_PREFIX}*.tmp")]:
         if old.name != current.name:
             _unlink_quietly(old)
 
