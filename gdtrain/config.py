@@ -245,7 +245,8 @@ def train_section(
     shuffle: reshuffle every epoch from run.seed; false takes rows in order
     log_every: log line every N steps (0: none)
     eval_every: evaluate every N steps (0: only at the end)
-    eval_split: split evaluated during and after training (falls back to train if absent)
+    eval_split: split evaluated during and after training (without a test split: train;
+      without a validation split: an error)
     checkpoint_every: checkpoint every N steps (0: only at the end)
     keep_checkpoints: newest checkpoints kept
     tensorboard: also write the logged scalars to <run dir>/tb for TensorBoard (needs gdtrain[tensorboard])
