@@ -335,7 +335,7 @@ def _component(registry: Registry, section: dict, where: str, problems: list[str
 
 def match_patterns(patterns: list[str], names: list[str]) -> tuple[list[str], list[str]]:
     """(names matched by any pattern, in model order; patterns that matched nothing)."""
-    unmatched = [p for p in patterns if not fnmatch.filter(names, p)]
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
     matched = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     return matched, unmatched
 
