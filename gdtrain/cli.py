@@ -462,10 +462,26 @@ def components(
     summary: Annotated[
         bool, typer.Option("--summary", help="Print README's one-table config reference.")
     ] = False,
+    json_schema: Annotated[
+        bool, typer.Option("--json-schema", help="Print the JSON Schema of a whole config "
+                                                 "(docs/gdtrain.schema.json, all kinds).")
+    ] = False,
 ):
-    """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options."""
+    """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options.
+
+    --json-schema prints the JSON Schema (draft 2020-12) of a config, generated from the
+    same tables; docs/gdtrain.schema.json is a copy. Editors that speak the YAML language
+    server (VS Code's YAML extension, Neovim, Helix, ...) complete and check a config whose
+    first line is `# yaml-language-server: $schema=../docs/gdtrain.schema.json` (the path
+    relative to the config).
+    """
     from .components import KINDS, describe, kind_named, render_markdown, render_summary
 
+    if json_schema:
+        from .schema import render_schema
+
+        sys.stdout.write(render_schema())
+        return
     kinds = [kind_named(kind)] if kind else list(KINDS)
     data = describe()
     if markdown:
