@@ -469,20 +469,20 @@ def components(
 ):
     """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options.
 
-    --json-schema prints the JSON Schema (draft 2020-12) of a config, generated from the
-    same tables; docs/gdtrain.schema.json is a copy. Editors that speak the YAML language
-    server (VS Code's YAML extension, Neovim, Helix, ...) complete and check a config whose
-    first line is `# yaml-language-server: $schema=../docs/gdtrain.schema.json` (the path
-    relative to the config).
+    --json-schema prints the JSON Schema (draft 2020-12) of a whole config,
+    generated from the same tables; docs/gdtrain.schema.json is a copy. Editors
+    with the YAML language server (VS Code's YAML extension, Neovim, Helix, ...)
+    complete and check a config that starts with the line (path relative to it)
+    # yaml-language-server: $schema=../docs/gdtrain.schema.json
     """
     from .components import KINDS, describe, kind_named, render_markdown, render_summary
 
+    kinds = [kind_named(kind)] if kind else list(KINDS)
     if json_schema:
         from .schema import render_schema
 
         sys.stdout.write(render_schema())
         return
-    kinds = [kind_named(kind)] if kind else list(KINDS)
     data = describe()
     if markdown:
         sys.stdout.write(render_markdown(data))

@@ -177,6 +177,11 @@ def config_schema() -> dict:
     missing = [key for key in TOP_LEVEL if key not in SECTION_SHAPES]
     if missing:
         raise ValueError(f"config.SECTION_SHAPES lacks the section(s) {', '.join(missing)}")
+    for key, shape in SECTION_SHAPES.items():
+        kind = shape[0] if isinstance(shape, list) else shape
+        if kind not in tables:
+            raise ValueError(f"config.SECTION_SHAPES[{key!r}]: no table of kind {kind!r} in "
+                             "components._tables; valid: " + ", ".join(tables))
     properties = {}
     for key in TOP_LEVEL:
         shape = SECTION_SHAPES[key]

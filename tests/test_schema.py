@@ -379,6 +379,9 @@ def test_a_new_section_is_one_entry_in_section_shapes(monkeypatch):
     monkeypatch.setattr(config_module, "TOP_LEVEL", (*TOP_LEVEL, "extra_losses"))
     with pytest.raises(ValueError, match="SECTION_SHAPES lacks the section.s. extra_losses"):
         config_schema()
+    monkeypatch.setitem(SECTION_SHAPES, "extra_losses", ["lose"])
+    with pytest.raises(ValueError, match="no table of kind 'lose'"):
+        config_schema()
     monkeypatch.setitem(SECTION_SHAPES, "extra_losses", ["loss"])
     schema = config_schema()
     assert schema["properties"]["extra_losses"] == {"type": ["array", "null"],
