@@ -462,11 +462,27 @@ def components(
     summary: Annotated[
         bool, typer.Option("--summary", help="Print README's one-table config reference.")
     ] = False,
+    json_schema: Annotated[
+        bool, typer.Option("--json-schema", help="Print the JSON Schema of a whole config "
+                                                 "(docs/gdtrain.schema.json, all kinds).")
+    ] = False,
 ):
-    """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options."""
+    """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options.
+
+    --json-schema prints the JSON Schema (draft 2020-12) of a whole config,
+    generated from the same tables; docs/gdtrain.schema.json is a copy. Editors
+    with the YAML language server (VS Code's YAML extension, Neovim, Helix, ...)
+    complete and check a config that starts with the line (path relative to it)
+    # yaml-language-server: $schema=../docs/gdtrain.schema.json
+    """
     from .components import KINDS, describe, kind_named, render_markdown, render_summary
 
     kinds = [kind_named(kind)] if kind else list(KINDS)
+    if json_schema:
+        from .schema import render_schema
+
+        sys.stdout.write(render_schema())
+        return
     data = describe()
     if markdown:
         sys.stdout.write(render_markdown(data))

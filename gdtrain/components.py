@@ -56,6 +56,12 @@ def _option(option: Option) -> dict:
             "default": _default(option), "doc": option.doc}
 
 
+# model.init, which every model takes besides its factory's options (config._check_init)
+INIT_FORMS = ("an initializer for the weights (biases stay zero), {from: file.npz}, or "
+              "{parameter: initializer, ...}")
+INIT_DOC = INIT_FORMS + "; default: the model's own, listed above"
+
+
 def _model_extra(models: Registry, name: str) -> dict:
     """A model's parameters and default initialisation, from a 1-in 1-out instance."""
     probe = models.get(name)(input_dim=1, output_dim=1)
@@ -77,10 +83,7 @@ def describe() -> dict:
             if kind == "model":
                 entry.update(_model_extra(registry, name))
                 entry["options"].append({"name": "init", "type": "initializer name | mapping",
-                                         "required": False, "default": None,
-                                         "doc": "an initializer for the weights (biases stay zero), "
-                                                "{from: file.npz}, or {parameter: initializer, ...}; "
-                                                "default: the model's own, listed above"})
+                                         "required": False, "default": None, "doc": INIT_DOC})
             entries.append(entry)
         out[kind] = entries
     return out

@@ -275,6 +275,17 @@ TOP_LEVEL = ("run", "data", "model", "loss", "optimizer", "schedule", "l2", "ema
 REQUIRED = ("data", "model", "loss", "optimizer", "train")
 OPTIONAL_SECTIONS = ("schedule", "l2", "ema")
 
+# How each top-level section is written, for the JSON Schema of a config that schema.py
+# generates (`gdtrain components --json-schema`): "section" is a plain section, its keys
+# the options of SECTIONS' entry of the same name; a component kind of components.KINDS
+# ("dataset", "model", ...) is {name: <a component of that kind>, <its options>}; a list
+# [kind] is a list of such components. A new top-level section is its key in TOP_LEVEL
+# (and REQUIRED if it must be given) plus one entry here.
+SECTION_SHAPES: dict[str, str | list[str]] = {
+    "run": "section", "data": "dataset", "model": "model", "loss": "loss", "optimizer": "optimizer",
+    "schedule": "schedule", "l2": "section", "ema": "section", "train": "section",
+}
+
 # What a resumed run may not change (it would be a different run), and what it may
 # change only with --allow-config-change.
 FROZEN_ON_RESUME = ("run.seed", "run.dtype", "data", "model", "loss", "train.trainable",
