@@ -59,8 +59,9 @@ def npz(
         _same_width(xs[0], xs[1], f"{path}: arrays 'x' and 'x_test'")
         if num_classes is None:
             _same_width(ys[0], ys[1], f"{path}: arrays 'y' and 'y_test'")
-    test = Split(xs[1], ys[1]) if has_test else None
-    ds = Dataset(name="npz", train=Split(xs[0], ys[0]), test=test, num_classes=num_classes)
+    test = Split(xs[1], ys[1], lambda i: f"{what['y_test']} row {i}") if has_test else None
+    train = Split(xs[0], ys[0], lambda i: f"{what['y']} row {i}")
+    ds = Dataset(name="npz", train=train, test=test, num_classes=num_classes)
     return hold_out(ds, validation)
 
 
@@ -288,7 +289,7 @@ def csv_dataset(
     else:
         ys = [_table_targets(t, p, label_columns, dtype) for p, t in sources]
     splits = [
-        Split(_table_features(t, p, label_columns, dtype), y)
+        Split(_table_features(t, p, label_columns, dtype), y, lambda i, p=p, t=t: f"{p}:{t.lines[i]}")
         for (p, t), y in zip(sources, ys, strict=True)
     ]
     ds = Dataset(
