@@ -47,8 +47,9 @@ def check_loss_fits(loss_name: str, loss: Loss, dataset: Dataset, model_cfg: dic
             split = dataset.split(name)
             bad = None if split is None else non_distribution(split.y)
             if bad is not None:
-                where = split.where(bad[0]) if split.where else f"dataset '{dataset.name}' {name} row {bad[0]}"
-                raise DataError(f"{where}: {bad[1]}; {NOT_A_DISTRIBUTION}")
+                i, problem = bad
+                where = split.where(i) if split.where else f"dataset '{dataset.name}' {name} row {i}"
+                raise DataError(f"{where}: {problem}; {NOT_A_DISTRIBUTION}")
 
 
 def total_steps(train_cfg: dict, n_train: int) -> int:

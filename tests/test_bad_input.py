@@ -569,7 +569,7 @@ CASES = [
     C("init-from-object-array", lambda ctx: init_from(ctx, W=np.array([[None], [None]]), b=np.zeros(1)),
       "array 'W' has dtype object"),
     C("init-from-missing-file", lambda ctx: ["check", ctx.config({"model": {"init": {"from": "no.npz"}}})],
-      "no.npz: no such file"),
+      "no.npz ('no.npz' in", "config.yaml, relative to the config file's directory): no such file"),
     # --- checkpoints as untrusted input, through eval
     C("ckpt-object-array", lambda ctx: eval_file(ctx, "obj.npz", object_array), "has dtype object"),
     C("ckpt-pickle-renamed", lambda ctx: eval_file(ctx, "pickle.npz", pickle_renamed),
