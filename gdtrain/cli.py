@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from . import __version__
-from .errors import ConfigError, GdtrainError
+from .errors import ConfigError, DataError, GdtrainError
 
 app = typer.Typer(
     name="gdtrain",
@@ -37,8 +37,8 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-# The config file and line map of this command, for problems found after loading
-_loaded: tuple[Path, dict] | None = None
+# The config file, line map and path notes of this command, for problems found after loading
+_loaded: tuple[Path, dict, dict] | None = None
 
 
 def handles_errors(command):
@@ -54,7 +54,11 @@ def handles_errors(command):
             if isinstance(exc, ConfigError) and _loaded is not None:
                 from .config import locate_later
 
-                exc = locate_later(exc, *_loaded)
+                exc = locate_later(exc, *_loaded[:2])
+            elif isinstance(exc, DataError) and _loaded is not None:
+                from .config import explain_missing
+
+                exc = explain_missing(exc, _loaded[2])
             _fail(_escape(str(exc)), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -100,8 +104,8 @@ def _load_config(path: Path, overrides: list[str] | None) -> dict:
     global _loaded
     from .config import load_located
 
-    config, lines = load_located(path, overrides or [])
-    _loaded = (path, lines)
+    config, lines, notes = load_located(path, overrides or [])
+    _loaded = (path, lines, notes)
     return config
 
 

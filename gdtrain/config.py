@@ -26,9 +26,11 @@ from .registry import (
     NonNegativeInt,
     OneOf,
     OpenFraction,
+    PathText,
     Positive,
     PositiveInt,
     Registry,
+    is_path,
     show,
     suggest,
 )
@@ -208,7 +210,7 @@ def run_section(
     name: str | None = None,
     seed: NonNegativeInt = 0,
     dtype: Annotated[str, OneOf("float32", "float64")] = "float32",
-    dir: str = "runs",
+    dir: PathText = "runs",
     threads: PositiveInt | None = None,
 ):
     """Run identity and numerics.
@@ -216,7 +218,8 @@ def run_section(
     name: run directory name under dir (default: the config file's name)
     seed: seeds initialisation and data order
     dtype: float32 (fast) or float64 (about 2x slower)
-    dir: where run directories live
+    dir: where run directories live; a relative path is relative to the config file's directory
+      (to the working directory when given with --set or left at the default: ./runs)
     threads: BLAS threads for the matrix products (default: the library's, one per core);
       the count changes results in the last bits: set it for resumes bit-exact across machines
     """
@@ -533,18 +536,22 @@ def _mark_overrides(lines: dict[str, int], overrides: list[str]) -> dict[str, in
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> dict:
-    """Read, override, validate and resolve a config file."""
+    """Read, override, validate and resolve a config file; its relative paths made absolute
+    (`absolute_paths`)."""
     return load_located(path, overrides)[0]
 
 
-def load_located(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, dict]:
+def load_located(path: str | Path, overrides: list[str] | None = None) -> tuple[dict, dict, dict]:
     """`load`, plus the map from dotted keys to their YAML lines (or '--set'), so that a
-    problem found later (one that needs the data, say) can still point at its line."""
-    raw, lines = load_file(path)
+    problem found later (one that needs the data, say) can still point at its line, and
+    the notes of `absolute_paths`, so that a missing file can be explained."""
+    in_file, lines = load_file(path)
+    raw = in_file
     if overrides:
         raw = apply_overrides(raw, overrides)
         lines = _mark_overrides(lines, overrides)
-    return resolve(raw, str(path), lines), lines
+    config, notes = absolute_paths(resolve(raw, str(path), lines), path, in_file, raw, overrides or [])
+    return config, lines, notes
 
 
 def locate_later(exc: ConfigError, path: str | Path, lines: dict) -> ConfigError:
@@ -553,6 +560,90 @@ def locate_later(exc: ConfigError, path: str | Path, lines: dict) -> ConfigError
     if exc.source is not None or not all(p.split(".")[0].split(":")[0] in TOP_LEVEL for p in exc.problems):
         return exc
     return ConfigError([_locate(p, lines) for p in exc.problems], str(path))
+
+
+# ---------------------------------------------------------------- paths
+
+
+def path_options(config: dict) -> list[str]:
+    """Dotted keys of the path options in a resolved config: the options of `run` and of the
+    dataset annotated PathText (run.dir, data.dir, data.path, ...), and model.init.from."""
+    datasets = _tables()[0]
+    keys = [f"run.{o.name}" for o in SECTIONS.options("run") if is_path(o.annotation)]
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("name") in datasets:
+        keys += [f"data.{o.name}" for o in datasets.options(data["name"]) if is_path(o.annotation)]
+    init = (config.get("model") or {}).get("init") if isinstance(config.get("model"), dict) else None
+    if isinstance(init, dict) and "from" in init:
+        keys.append("model.init.from")
+    return keys
+
+
+def _lookup(config: dict, key: str) -> tuple[bool, Any]:
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def absolute_paths(config: dict, config_file: str | Path, in_file: dict, given: dict,
+                   overrides: list[str]) -> tuple[dict, dict[str, tuple[str, str]]]:
+    """The config with its relative path options made absolute, by one rule for all of
+    them: a relative path is relative to where it was written. Written in the config file
+    (`in_file`, as read), it is relative to that file's directory, so a config finds its
+    data from any working directory; given with --set, or left at its default, it is
+    relative to the working directory, as a path typed in a shell is (run.dir's default
+    `runs` is ./runs). `~` is the home directory. `given` is the config as overridden,
+    before defaults were filled in.
+
+    Returns (config, notes): for each input path that was relative, its absolute value ->
+    (key, how it was resolved), for the message when it does not exist (`explain_missing`).
+    """
+    out = copy.deepcopy(config)
+    notes: dict[str, tuple[str, str]] = {}
+    overridden = [item.partition("=")[0].strip() for item in overrides]
+    folder = os.path.dirname(os.path.abspath(config_file))
+    for key in path_options(out):
+        found, value = _lookup(out, key)
+        if not found or not isinstance(value, str) or not value:
+            continue
+        expanded = os.path.expanduser(value)
+        replaced = any(key == k or key.startswith(k + ".") for k in overridden)  # by --set
+        from_set = replaced and _lookup(given, key)[0]
+        written = not replaced and _lookup(in_file, key)[0]
+        absolute = os.path.normpath(os.path.join(folder if written else os.getcwd(), expanded))
+        parent_key, _, name = key.rpartition(".")
+        _lookup(out, parent_key)[1][name] = absolute
+        if not os.path.isabs(expanded) and key != "run.dir":  # run.dir is made, never missing
+            notes[absolute] = (key, f"{value!r} in {config_file}, relative to the config file's directory"
+                               if written else
+                               f"{value!r} from --set, relative to the working directory" if from_set
+                               else f"the default {value!r}, relative to the working directory")
+    return out, notes
+
+
+def explain_missing(exc: Exception, notes: dict[str, tuple[str, str]]) -> Exception:
+    """A data error about a relative input path that does not exist, with how the path was
+    resolved: `/w/configs/data/mnist (data.dir: 'data/mnist' in /w/configs/x.yaml, relative
+    to the config file's directory): no such directory; ...`."""
+    message = str(exc)
+    for path, (key, how) in notes.items():
+        at = re.search(re.escape(path) + r"(?=[:\s]|$)", message)
+        if at and not os.path.exists(path):
+            note = how if message.startswith(f"{key}: ") else f"{key}: {how}"  # the key once is enough
+            return type(exc)(f"{message[:at.end()]} ({note}){message[at.end():]}")
+    return exc
+
+
+def same_path(a: Any, b: Any) -> bool:
+    """Whether two values of a path option name the same file. A relative one (a config
+    saved before paths were made absolute) is taken, as it was then, from the working
+    directory."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return a == b
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
 # ---------------------------------------------------------------- identity and drift
@@ -584,10 +675,14 @@ def diff(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
 
 
 def classify_drift(old: dict, new: dict) -> tuple[list, list, list]:
-    """Split a resume's config changes into (refused, needs --allow-config-change, allowed)."""
+    """Split a resume's config changes into (refused, needs --allow-config-change, allowed).
+    A path spelt differently but naming the same file is no change."""
     refused, guarded, allowed = [], [], []
+    paths = set(path_options(old)) | set(path_options(new))
     for change in diff(old, new):
         key = change[0]
+        if key in paths and same_path(change[1], change[2]):
+            continue
         if any(key == f or key.startswith(f + ".") for f in FROZEN_ON_RESUME):
             refused.append(change)
         elif any(key == g or key.startswith(g + ".") for g in GUARDED_ON_RESUME):

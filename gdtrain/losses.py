@@ -107,6 +107,28 @@ def _softmax_rows(x, y):
     return rows, e, s
 
 
+DISTRIBUTION_TOLERANCE = 1e-3  # float rounding in a target row's entries and sum
+NOT_A_DISTRIBUTION = (
+    f"loss cross_entropy needs each target row to be a distribution (entries >= 0 summing to 1, "
+    f"within {DISTRIBUTION_TOLERANCE:g}): normalise the rows, give integer class labels, or use "
+    "sigmoid_cross_entropy for independent 0/1 targets"
+)
+
+
+def non_distribution(y: np.ndarray) -> tuple[int, str] | None:
+    """(index, what is wrong) of the first row of (N, K) targets that is not a distribution
+    (an entry below 0 or a sum away from 1, beyond DISTRIBUTION_TOLERANCE), or None.
+    Softmax cross-entropy's gradient softmax(x) - z is the loss's only for such rows."""
+    sums = y.sum(axis=1, dtype=np.float64)
+    negative = (y < -DISTRIBUTION_TOLERANCE).any(axis=1)
+    rows = np.flatnonzero((np.abs(sums - 1) > DISTRIBUTION_TOLERANCE) | negative)
+    if not rows.size:
+        return None
+    i = int(rows[0])
+    entry = f", entry {float(y[i][y[i] < -DISTRIBUTION_TOLERANCE][0]):g} is below 0" if negative[i] else ""
+    return i, f"targets sum to {sums[i]:g}{entry}"
+
+
 @LOSSES.register("cross_entropy")
 def cross_entropy(reduction: Reduction = "mean") -> Loss:
     """Softmax cross-entropy from logits, as tf.nn.softmax_cross_entropy_with_logits.

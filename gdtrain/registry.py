@@ -79,6 +79,23 @@ class OneOf:
         return " | ".join(self.choices)
 
 
+@dataclass(frozen=True)
+class IsPath:
+    """Marks a string option as a file or directory path: config.py resolves a relative one
+    by the paths rule (`config.absolute_paths`). Checked like any string."""
+
+
+PathText = Annotated[str, IsPath()]
+
+
+def is_path(annotation: Any) -> bool:
+    """Whether an option is a PathText (or an optional one)."""
+    if get_origin(annotation) in (types.UnionType, typing.Union):
+        return any(is_path(a) for a in get_args(annotation))
+    extras = get_args(annotation)[1:] if get_origin(annotation) is Annotated else ()
+    return any(isinstance(e, IsPath) for e in extras)
+
+
 Positive = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
 Fraction = Annotated[float, Range(gt=0, le=1)]  # decay rates: (0, 1]

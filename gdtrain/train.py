@@ -20,7 +20,7 @@ from .config import match_patterns
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, DataError, DivergedError
 from .initializers import INITIALIZERS
-from .losses import LOSSES, Loss
+from .losses import LOSSES, NOT_A_DISTRIBUTION, Loss, non_distribution
 from .models import MODELS, Model
 from .optimizers import OPTIMIZERS, Optimizer
 from .schedules import build_schedule
@@ -42,6 +42,14 @@ def check_loss_fits(loss_name: str, loss: Loss, dataset: Dataset, model_cfg: dic
             f"loss.name: cross_entropy needs two or more outputs, but dataset '{dataset.name}' "
             "has one target column; use sigmoid_cross_entropy for 0/1 labels or mse"
         )
+    if not dataset.has_classes and loss_name == "cross_entropy":
+        for name in ("validation", "train", "test"):  # file order: validation rows come first
+            split = dataset.split(name)
+            bad = None if split is None else non_distribution(split.y)
+            if bad is not None:
+                i, problem = bad
+                where = split.where(i) if split.where else f"dataset '{dataset.name}' {name} row {i}"
+                raise DataError(f"{where}: {problem}; {NOT_A_DISTRIBUTION}")
 
 
 def total_steps(train_cfg: dict, n_train: int) -> int:

@@ -263,6 +263,14 @@ def latin1_config(ctx: Ctx) -> Path:
     return path
 
 
+def soft_targets(ctx: Ctx, rows: list) -> list:
+    """`check` of cross_entropy on float targets: `rows`, then one-hot rows up to 8 examples."""
+    y = np.array(rows + [[1.0, 0.0]] * (8 - len(rows)))
+    np.savez(ctx.tmp / "data.npz", x=np.zeros((8, 1)), y=y)
+    return ["check", ctx.config({"data": {"name": "npz", "path": str(ctx.tmp / "data.npz")},
+                                 "loss": {"name": "cross_entropy"}})]
+
+
 def init_from(ctx: Ctx, **arrays) -> list:
     np.savez(ctx.tmp / "init.npz", **arrays)
     return ["check", ctx.config({"model": {"init": {"from": str(ctx.tmp / "init.npz")}}})]
@@ -546,6 +554,13 @@ CASES = [
       "2 columns but label_columns is 2"),
     C("csv-missing-file", lambda ctx: ["check", ctx.config(
         {"data": {"name": "csv", "path": str(ctx.tmp / "absent.csv")}})], "absent.csv: no such file"),
+    C("cross-entropy-targets-not-distributions", lambda ctx: soft_targets(ctx, [[0.5, 0.5], [2, 2], [0, 0]]),
+      "data.npz: array 'y' row 1: targets sum to 4;", "needs each target row to be a distribution"),
+    C("cross-entropy-negative-target", lambda ctx: soft_targets(ctx, [[1.5, -0.5]]),
+      "data.npz: array 'y' row 0: targets sum to 1, entry -0.5 is below 0"),
+    C("cross-entropy-csv-targets-not-distributions", lambda ctx: ["check", ctx.csv_data(
+        "a,p,q\n" + "1,0.25,0.75\n" * 8 + "2,0.2,0.2\n", label_columns=2, validation=3),
+        "--set", "loss.name=cross_entropy"], "data.csv:10: targets sum to 0.4;"),
     # --- model.init.from: arrays that do not fit the model
     C("init-from-wrong-shape", lambda ctx: init_from(ctx, W=np.zeros((3, 1)), b=np.zeros(1)),
       "model.init.from", "array 'W' has shape (3, 1), expected (2, 1)"),
@@ -554,7 +569,7 @@ CASES = [
     C("init-from-object-array", lambda ctx: init_from(ctx, W=np.array([[None], [None]]), b=np.zeros(1)),
       "array 'W' has dtype object"),
     C("init-from-missing-file", lambda ctx: ["check", ctx.config({"model": {"init": {"from": "no.npz"}}})],
-      "no.npz: no such file"),
+      "no.npz ('no.npz' in", "config.yaml, relative to the config file's directory): no such file"),
     # --- checkpoints as untrusted input, through eval
     C("ckpt-object-array", lambda ctx: eval_file(ctx, "obj.npz", object_array), "has dtype object"),
     C("ckpt-pickle-renamed", lambda ctx: eval_file(ctx, "pickle.npz", pickle_renamed),
@@ -634,6 +649,19 @@ def test_sigmoid_cross_entropy_on_ten_classes_is_allowed(tmp_path):
     code, out = invoke("run", config, "--quiet")
     assert code == 0, out
     assert "test accuracy" in out
+
+
+def test_cross_entropy_on_target_rows_that_are_distributions_is_allowed(tmp_path):
+    """Soft labels (rows >= 0 summing to 1, up to float32 rounding and the 1e-3 tolerance)
+    train as before: only rows that are no distribution are refused."""
+    rng = np.random.default_rng(3)
+    y = rng.dirichlet(np.ones(3), 40).astype(np.float32)
+    y[0] = [0.5, 0.5, 0.0009]  # sums to 1.0009: within the tolerance
+    np.savez(tmp_path / "soft.npz", x=rng.normal(size=(40, 2)), y=y)
+    config = Ctx(tmp_path, tmp_path).config({"data": {"name": "npz", "path": str(tmp_path / "soft.npz")},
+                                             "loss": {"name": "cross_entropy"}})
+    code, out = invoke("run", config, "--quiet")
+    assert code == 0, out
 
 
 def test_check_without_data_skips_what_only_the_data_can_tell(tmp_path):

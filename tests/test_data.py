@@ -221,7 +221,9 @@ def test_mnist_missing_files_lists_names_directory_and_remedy(tmp_path):
         mnist.mnist(dir=str(tmp_path))
     message = str(info.value)
     assert "t10k-labels-idx1-ubyte[.gz] or t10k-labels.idx1-ubyte[.gz]" in message
-    assert str(tmp_path) in message and "cp ../shared/datasets/mnist/*.gz" in message
+    # where to get them, not a path of this repository's development machine
+    assert str(tmp_path) in message and "http://yann.lecun.com/exdb/mnist/" in message
+    assert f"copy them into {tmp_path}, gzipped or not" in message and "../shared" not in message
     assert "train-images" not in message
     with pytest.raises(
         DataError, match="absent: no such directory; it should hold.*zalandoresearch"

@@ -175,3 +175,135 @@ def test_inputs_that_do_not_fit_are_refused(trained, tmp_path, cli):
     assert code == 2 and ".npz" in err
     code, _, err = cli("predict", run_dir(trained), tmp_path / "wide.npz", "--weights", "best")
     assert code == 2 and "--weights" in err
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def test_a_one_output_sigmoid_names_its_column_p_1_in_csv_and_npz(tmp_path, cli):
+    """two_gaussians: one 0/1 target through a sigmoid. The probability written is that of
+    label 1, so its column is p_1 (a p_0 column would read as class 0's); the npz holds it
+    as `p_1`, with no `probabilities` array whose column 0 would mislead the same way."""
+    raw = config(tmp_path, "gauss", data={"name": "two_gaussians"}, loss={"name": "sigmoid_cross_entropy"},
+                 optimizer={"learning_rate": 0.5}, train={"batch_size": 10, "steps": 40})
+    run(raw)
+    trainer, _, _ = load_trainer(run_dir(raw))
+    p = {k: v.astype(np.float64) for k, v in trainer.params.items()}
+    x = np.array([[-3.0], [-0.5], [1.0], [4.0]])
+    want = _sigmoid(x @ p["W"] + p["b"])[:, 0]
+    assert want.min() < 0.5 < want.max()  # both classes among the rows
+    np.savez(tmp_path / "in.npz", x=x)
+
+    code, out, err = cli("predict", run_dir(raw), tmp_path / "in.npz")
+    assert code == 0, err
+    header, table = _csv(out)
+    assert header == ["class", "p_1"]
+    assert np.allclose(table[:, 1], want, rtol=1e-6)
+    assert np.array_equal(table[:, 0], want > 0.5)
+
+    code, _, err = cli("predict", run_dir(raw), tmp_path / "in.npz", "--out", tmp_path / "p.npz")
+    assert code == 0, err
+    saved = read_npz(tmp_path / "p.npz")
+    assert sorted(saved) == ["classes", "p_1"]
+    assert saved["p_1"].shape == (4,)
+    assert np.allclose(saved["p_1"], want, rtol=1e-6)
+    assert np.array_equal(saved["classes"], want > 0.5)
+
+
+def test_classes_through_sigmoids_keep_a_column_per_class(trained, tmp_path, cli):
+    """Class labels through sigmoid cross-entropy (one-hot targets): p_0..p_2, one per class."""
+    raw = classifier(tmp_path, "sig", loss={"name": "sigmoid_cross_entropy"})
+    run(raw)
+    trainer, _, _ = load_trainer(run_dir(raw))
+    w = {k: v.astype(np.float64) for k, v in trainer.ema.items()}
+    x = np.array([[0.0, 0.0], [3.0, -2.0]])
+    np.savez(tmp_path / "in.npz", x=x)
+    code, out, err = cli("predict", run_dir(raw), tmp_path / "in.npz")
+    assert code == 0, err
+    header, table = _csv(out)
+    assert header == ["class", "p_0", "p_1", "p_2"]
+    assert np.allclose(table[:, 1:], _sigmoid(x @ w["W"] + w["b"]), rtol=1e-5)
+    code, _, err = cli("predict", run_dir(raw), tmp_path / "in.npz", "--out", tmp_path / "p.npz")
+    assert code == 0, err
+    assert sorted(read_npz(tmp_path / "p.npz")) == ["classes", "probabilities"]
+
+
+@pytest.fixture
+def pixel_run(tmp_path):
+    """A softmax model trained on a small fake MNIST (pixel bytes, decoded ×1/255), and
+    its test images as bytes."""
+    rng = np.random.default_rng(5)
+    train = rng.integers(0, 256, (8, 4, 4)).astype(np.uint8)
+    test = rng.integers(0, 256, (16, 4, 4)).astype(np.uint8)
+    test[0] = (np.arange(16) * 17).reshape(4, 4)  # 0 and 255 among them
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for stem, arr in (("train-images-idx3-ubyte", train), ("train-labels-idx1-ubyte", np.arange(8) % 10),
+                      ("t10k-images-idx3-ubyte", test), ("t10k-labels-idx1-ubyte", np.arange(16) % 10)):
+        _idx_ubyte(folder / stem, arr)
+    raw = config(tmp_path, "pixels", data={"name": "mnist", "dir": str(folder)},
+                 model={"name": "softmax"}, loss={"name": "cross_entropy"},
+                 train={"batch_size": 4, "steps": 3})
+    run(raw)
+    return run_dir(raw), test.reshape(16, -1)
+
+
+def test_pixel_bytes_in_npz_or_csv_are_scaled_as_in_training(pixel_run, tmp_path, cli):
+    """A model trained on MNIST pixels (bytes ×1/255, as its dataset records): bytes given in
+    an npz (uint8 or any integer), as whole numbers in a CSV, or already scaled to [0, 1],
+    all become the very features of training, bit for bit, as IDX bytes do."""
+    from gdtrain.predict import predict, read_inputs
+
+    run_path, pixels = pixel_run
+    trainer, _, _ = load_trainer(run_path)
+    want = trainer.dataset.test.x  # float32 features of the same images, as evaluation uses
+    np.savez(tmp_path / "u8.npz", x=pixels.reshape(16, 4, 4))
+    np.savez(tmp_path / "i64.npz", x=pixels.astype(np.int64))
+    np.savez(tmp_path / "f64.npz", x=pixels.astype(np.float64))
+    np.savez(tmp_path / "scaled.npz", x=want.astype(np.float64))
+    (tmp_path / "bytes.csv").write_text("\n".join(",".join(map(str, row)) for row in pixels) + "\n")
+    for name in ("u8.npz", "i64.npz", "f64.npz", "scaled.npz", "bytes.csv"):
+        features = read_inputs(tmp_path / name, 16, trainer.dtype, trainer.dataset.train)
+        assert features.dtype == np.float32
+        assert features.tobytes() == want.tobytes(), name
+    idx = predict(run_path, _write_idx(tmp_path / "images-idx3-ubyte", pixels.reshape(16, 4, 4)))
+    for name in ("u8.npz", "bytes.csv"):
+        result = predict(run_path, tmp_path / name)
+        assert result["probabilities"].tobytes() == idx["probabilities"].tobytes()
+        assert not np.isin(result["probabilities"], (0.0, 1.0)).all()  # not unscaled bytes' 0/1
+
+    code, out, err = cli("predict", run_path, tmp_path / "u8.npz")
+    assert code == 0, err
+    assert np.allclose(_csv(out)[1][:, 1:], idx["probabilities"], rtol=1e-6)
+
+
+def _write_idx(path, arr):
+    _idx_ubyte(path, arr)
+    return path
+
+
+@pytest.mark.parametrize("values, fragment", [
+    (np.full((1, 16), 127.5), "row 1, feature 1 is 127.5;"),
+    (np.concatenate([np.zeros(15), [-3.0]])[None], "row 1, feature 16 is -3;"),
+    (np.array([[0.5] + [200.0] * 15]), "row 1, feature 1 is 0.5 among whole pixel values;"),
+    (np.array([[0] * 15 + [300]], np.int64), "row 1, feature 16 is 300;"),
+], ids=["fraction-above-1", "negative", "mixed-scales", "integer-above-255"])
+def test_inputs_on_neither_scale_are_refused_saying_which_scale(pixel_run, tmp_path, cli, values, fragment):
+    run_path, _ = pixel_run
+    np.savez(tmp_path / "bad.npz", x=values)
+    code, out, err = cli("predict", run_path, tmp_path / "bad.npz")
+    assert code == 2 and out == ""
+    assert fragment in err
+    assert "trained on features in [0, 1] (pixel values 0 to 255 times 1/255)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_model_trained_on_plain_numbers_takes_npz_integers_as_they_are(trained, tmp_path):
+    """Features that were never codes (the blobs' floats) get no scaling: 200 is 200."""
+    from gdtrain.predict import read_inputs
+
+    trainer, _, _ = load_trainer(run_dir(trained))
+    np.savez(tmp_path / "ints.npz", x=np.array([[200, 3], [-7, 0]], np.int64))
+    x = read_inputs(tmp_path / "ints.npz", 2, trainer.dtype, trainer.dataset.train)
+    assert np.array_equal(x, np.array([[200, 3], [-7, 0]], np.float32))

@@ -9,7 +9,7 @@ that module at the bottom of this file.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,13 +63,17 @@ class Split:
     pixel bytes and 1/255): a quarter of the memory, and training gathers a quarter of
     the bytes per batch and decodes only those rows. `x` is then decoded on first use
     (evaluation, plots) and kept.
+
+    `where(i)`, when the loader knows it, names where example i's targets came from, for
+    messages about them found later ("data.npz: array 'y' row 3", "train.csv:5").
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
+    def __init__(self, x: np.ndarray, y: np.ndarray, where: Callable[[int], str] | None = None):
         self.stored, self.y = x, y
         self.scale: float | None = None
         self.dtype = x.dtype  # of the features
         self._x: np.ndarray | None = x
+        self.where = where
 
     @classmethod
     def coded(cls, codes: np.ndarray, scale: float, dtype: DTypeLike, y: np.ndarray) -> Split:
@@ -94,8 +98,13 @@ class Split:
     def rows(self, start: int | None = None, stop: int | None = None) -> Split:
         """Rows start:stop, stored the same way (views, no copy)."""
         if self.scale is None:
-            return Split(self.x[start:stop], self.y[start:stop])
-        return Split.coded(self.stored[start:stop], self.scale, self.dtype, self.y[start:stop])
+            part = Split(self.x[start:stop], self.y[start:stop])
+        else:
+            part = Split.coded(self.stored[start:stop], self.scale, self.dtype, self.y[start:stop])
+        if self.where is not None:
+            offset, where = range(len(self))[start:stop].start, self.where
+            part.where = lambda i: where(i + offset)
+        return part
 
     def __len__(self) -> int:
         return int(self.stored.shape[0])

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ..errors import DataError
-from ..registry import NonNegativeInt, OneOf, PositiveInt
+from ..registry import NonNegativeInt, OneOf, PathText, PositiveInt
 from . import DATASETS, Dataset, Split, file_errors, hold_out
 
 # ----------------------------------------------------------------------------- npz
@@ -26,7 +26,7 @@ from . import DATASETS, Dataset, Split, file_errors, hold_out
 
 @DATASETS.register("npz")
 def npz(
-    path: str,
+    path: PathText,
     num_classes: PositiveInt | None = None,
     validation: NonNegativeInt = 0,
     dtype: DTypeLike = np.float32,
@@ -36,7 +36,8 @@ def npz(
     x is (N, D) numbers (a 1-D x is one feature). An integer y holds class labels; a
     float y holds real-valued targets, (N,) or (N, K).
 
-    path: the .npz file (np.savez), relative to the working directory
+    path: the .npz file (np.savez); a relative path is relative to the config file's directory
+      (to the working directory when given with --set)
     num_classes: number of classes for integer labels (default: largest label + 1)
     validation: move the first N training examples into a validation split
     """
@@ -59,8 +60,9 @@ def npz(
         _same_width(xs[0], xs[1], f"{path}: arrays 'x' and 'x_test'")
         if num_classes is None:
             _same_width(ys[0], ys[1], f"{path}: arrays 'y' and 'y_test'")
-    test = Split(xs[1], ys[1]) if has_test else None
-    ds = Dataset(name="npz", train=Split(xs[0], ys[0]), test=test, num_classes=num_classes)
+    test = Split(xs[1], ys[1], lambda i: f"{what['y_test']} row {i}") if has_test else None
+    train = Split(xs[0], ys[0], lambda i: f"{what['y']} row {i}")
+    ds = Dataset(name="npz", train=train, test=test, num_classes=num_classes)
     return hold_out(ds, validation)
 
 
@@ -241,8 +243,8 @@ class _Table:
 
 @DATASETS.register("csv")
 def csv_dataset(
-    path: str,
-    test_path: str | None = None,
+    path: PathText,
+    test_path: PathText | None = None,
     label_columns: PositiveInt = 1,
     labels: Annotated[str, OneOf("auto", "class", "value")] = "auto",
     header: Annotated[str, OneOf("auto", "yes", "no")] = "auto",
@@ -253,8 +255,9 @@ def csv_dataset(
 ) -> Dataset:
     """A table of numbers in a CSV file: feature columns, then the label column(s) last.
 
-    path: the training CSV file, relative to the working directory
-    test_path: an optional test CSV file with the same columns
+    path: the training CSV file; a relative path is relative to the config file's directory
+      (to the working directory when given with --set)
+    test_path: an optional test CSV file with the same columns, relative like path
     label_columns: how many trailing columns are targets
     labels: auto (class if num_classes is set or all label cells are integers), class or value
     header: auto (a header if the first row has a non-numeric cell), yes or no
@@ -288,7 +291,7 @@ def csv_dataset(
     else:
         ys = [_table_targets(t, p, label_columns, dtype) for p, t in sources]
     splits = [
-        Split(_table_features(t, p, label_columns, dtype), y)
+        Split(_table_features(t, p, label_columns, dtype), y, lambda i, p=p, t=t: f"{p}:{t.lines[i]}")
         for (p, t), y in zip(sources, ys, strict=True)
     ]
     ds = Dataset(

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ..errors import DataError
-from ..registry import NonNegativeInt
+from ..registry import NonNegativeInt, PathText
 from . import DATASETS, Dataset, Split, hold_out
 from .idx import read_idx
 
@@ -51,7 +51,7 @@ FASHION_CLASSES = [
 
 @DATASETS.register("mnist")
 def mnist(
-    dir: str = "data/mnist", validation: NonNegativeInt = 0, dtype: DTypeLike = np.float32
+    dir: PathText = "data/mnist", validation: NonNegativeInt = 0, dtype: DTypeLike = np.float32
 ) -> Dataset:
     """MNIST handwritten digits: 60,000 training and 10,000 test 28x28 images, 10 classes.
 
@@ -59,18 +59,20 @@ def mnist(
     The four IDX files may be .gz or raw, named train-images-idx3-ubyte or
     train-images.idx3-ubyte (and likewise for the labels and t10k files).
 
-    dir: directory holding the four IDX files
+    dir: directory holding the four IDX files; a relative path is relative to the config file's
+      directory (to the working directory when given with --set or left at the default)
     validation: move the first N training images into a validation split (TF1 used 5000)
     """
-    how = "copy them from the MNIST distribution, e.g. `cp ../shared/datasets/mnist/*.gz {dir}/`"
-    arrays = load_idx_dir(dir, how.format(dir=dir))
+    how = ("get the MNIST files from http://yann.lecun.com/exdb/mnist/ (or TF1's mirror, "
+           f"https://storage.googleapis.com/cvdf-datasets/mnist/) and copy them into {dir}, gzipped or not")
+    arrays = load_idx_dir(dir, how)
     names = [str(d) for d in range(NUM_CLASSES)]
     return hold_out(_to_dataset("mnist", arrays, dtype, names), validation)
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(
-    dir: str = "data/fashion_mnist",
+    dir: PathText = "data/fashion_mnist",
     validation: NonNegativeInt = 0,
     dtype: DTypeLike = np.float32,
 ) -> Dataset:
@@ -78,7 +80,7 @@ def fashion_mnist(
 
     Same file format and names as MNIST; pixels scaled to [0, 1], flattened to 784.
 
-    dir: directory holding the four IDX files
+    dir: directory holding the four IDX files, relative like mnist's
     validation: move the first N training images into a validation split
     """
     how = (
