@@ -234,7 +234,7 @@ def train_section(
     eval_split: Annotated[str, OneOf("test", "validation", "train")] = "test",
     checkpoint_every: NonNegativeInt = 0,
     keep_checkpoints: PositiveInt = 5,
-    early_stopping: dict | None = None,
+    early_stopping: dict[str, Any] | None = None,
     keep_best: bool = False,
     best_metric: Annotated[str, OneOf("loss", "accuracy", "mse")] | None = None,
     tensorboard: bool = False,
@@ -633,16 +633,20 @@ def diff(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
 
 
 def with_section_defaults(config: dict) -> dict:
-    """A copy where every option a plain section (run, train, l2, ema) lacks has its default.
+    """A copy where every option a plain section (run, train, train.early_stopping, l2, ema)
+    lacks has its default.
 
     A config saved by an older gdtrain lacks the options added since (train.keep_best, ...);
-    to the drift check an absent option is its default, not a change.
+    to the drift check an absent option is its default, not a change. An absent section
+    (no l2, early stopping off) stays absent.
     """
     out = copy.deepcopy(config)
-    for key in TOP_LEVEL:
-        section = out.get(key)
-        if key in SECTIONS and isinstance(section, dict):
-            for opt in SECTIONS.options(key):
+    for name in SECTIONS:  # in file order: train before train.early_stopping
+        section: Any = out
+        for part in name.split("."):
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            for opt in SECTIONS.options(name):
                 if not opt.required and opt.name not in section:
                     section[opt.name] = copy.deepcopy(opt.default)
     return out

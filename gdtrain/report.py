@@ -88,7 +88,8 @@ class ConsoleReporter(Reporter):
         stopped = summary.get("stopped")
         if stopped:
             rows.append(("stopped early", f"at step {stopped['step']}: best {stopped['metric']} "
-                         f"{_fmt(stopped['best'])} at step {stopped['best_step']} (patience {stopped['patience']})"))
+                         f"{_fmt(stopped['best'])} at step {stopped['best_step']} "
+                         f"(patience {stopped['patience']})"))
         if summary["l2"]:
             rows.append(("l2 term", _fmt(summary["l2"])))
         label = f"{ev['split']}, {ev['weights']} weights"
