@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -246,6 +247,7 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
             name = info.filename[:-4]
             if expected is not None and name not in expected and name != META_KEY:
                 raise CheckpointError(f"{path}: unexpected array {name!r}")
+            _check_local_header(path, fh, info)
             try:
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
@@ -287,6 +289,48 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
             arr = arr.reshape(shape, order="F" if fortran else "C")
             out[name] = np.array(arr, order="C")  # writable, owned, C-ordered
     return out
+
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_ZIP64_MARK = 0xFFFFFFFF
+
+
+def _check_local_header(path: Path, fh, info: zipfile.ZipInfo) -> None:
+    """Every field of a member's local header must repeat the zip directory's.
+
+    zipfile reads the directory's copy and skips most of the local one, so a byte
+    flipped there (the local CRC, the date) would otherwise go unnoticed.
+    """
+    fh.seek(info.header_offset)
+    raw = fh.read(_LOCAL_HEADER.size)
+    fields = _LOCAL_HEADER.unpack(raw) if len(raw) == _LOCAL_HEADER.size else None
+    if fields is not None:
+        magic, version, flags, method, time, date, crc, csize, usize, name_len, extra_len = fields
+        year, month, day, hour, minute, second = info.date_time
+        sizes = (usize, csize)
+        if sizes == (_ZIP64_MARK, _ZIP64_MARK):  # the real sizes are in the zip64 extra field
+            fh.seek(name_len, os.SEEK_CUR)  # the name: zipfile compares it with the directory's
+            extra = fh.read(extra_len)
+            sizes = None
+            while len(extra) >= 4:  # (id, length, data) records that fill the field exactly
+                kind, length = struct.unpack("<HH", extra[:4])
+                if len(extra) < 4 + length:
+                    sizes = None
+                    break
+                if kind == 1:  # zip64: in a local header, both sizes and nothing else
+                    sizes = struct.unpack("<QQ", extra[4:20]) if length == 16 else None
+                extra = extra[4 + length:]
+            if extra:
+                sizes = None
+        described = flags & 0x08  # sizes and CRC in a data descriptor after the data instead
+        if (magic == b"PK\x03\x04" and version == info.extract_version and flags == info.flag_bits
+                and method == info.compress_type
+                and time == (hour << 11 | minute << 5 | second // 2)
+                and date == ((year - 1980) << 9 | month << 5 | day)
+                and (described or (crc == info.CRC and sizes == (info.file_size, info.compress_size)))):
+            return
+    raise CheckpointError(f"{path}: member {info.filename!r} is damaged (its local header disagrees "
+                          "with the zip directory)")
 
 
 class NewerFormatError(CheckpointError):
