@@ -326,6 +326,17 @@ def truncated_file(ctx: Ctx) -> Callable[[Path], None]:
     return write
 
 
+def flipped_local_crc(ctx: Ctx) -> Callable[[Path], None]:
+    """One bit of param/W's CRC in its local zip header (zipfile reads the directory's copy)."""
+    def write(path: Path) -> None:
+        blob = bytearray(ctx.good_checkpoint().read_bytes())
+        with zipfile.ZipFile(ctx.good_checkpoint()) as zf:
+            blob[zf.getinfo("param/W.npy").header_offset + 14] ^= 0x01
+        path.write_bytes(bytes(blob))
+
+    return write
+
+
 def flipped_byte(ctx: Ctx) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         shutil.copy(ctx.good_checkpoint(), path)
@@ -616,6 +627,8 @@ CASES = [
     C("ckpt-missing-array", lambda ctx: eval_forged(ctx, arrays=lambda a: a.pop("param/b")), "param/b"),
     C("ckpt-crc-mismatch", lambda ctx: eval_file(ctx, "flipped.npz", flipped_byte(ctx)),
       "array 'param/W' is damaged", "CRC"),
+    C("ckpt-local-header-damaged", lambda ctx: eval_file(ctx, "local.npz", flipped_local_crc(ctx)),
+      "member 'param/W.npy' is damaged (its local header disagrees with the zip directory)"),
     C("ckpt-sha-mismatch", lambda ctx: eval_forged(
         ctx, arrays=lambda a: a["param/W"].__setitem__((0, 0), 5.0), redigest=False),
       "array 'param/W' fails its sha256 check"),
