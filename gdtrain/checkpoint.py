@@ -1,11 +1,12 @@
-"""Checkpoints: atomic, verified, pickle-free `.npz` files and a `latest` pointer.
+"""Checkpoints: atomic, verified, pickle-free `.npz` files, a `latest` and a `best` pointer.
 
 A checkpoint is an uncompressed npz holding named arrays (`param/W`, `slot/accum/W`,
 `ema/W`, …) and `__meta__`, a UTF-8 JSON document (format version, step, resolved
 config and its hash, sha256 of every array). Saving writes a temporary file in the
 same directory, fsyncs it, renames it into place, fsyncs the directory, then replaces
-the `latest` pointer the same way, and only then deletes checkpoints beyond `keep`:
-a crash at any point leaves the previous checkpoint and pointer intact.
+the `latest` pointer the same way (and, for a new best with train.keep_best, the `best`
+pointer after it), and only then deletes checkpoints beyond `keep`, never one a pointer
+names: a crash at any point leaves the previous checkpoint and pointers intact.
 
 Reading treats the file as untrusted: it never unpickles, refuses object dtypes,
 unexpected members and headers whose declared size does not match the bytes present,
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import re
+import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,7 @@ from .errors import CheckpointError, RunDirError
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
 POINTER = "latest"
+BEST = "best"  # names the best-scoring checkpoint (train.keep_best), kept outside the rotation
 TMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^ckpt-(\d{8})\.npz$")
 _MEMBER = re.compile(r"^[A-Za-z0-9_./-]+\.npy$")
@@ -111,8 +114,9 @@ def write_atomic(path: Path, write: Callable, what: str | None = None) -> None:
 
 
 def save(directory: str | Path, step: int, arrays: dict[str, np.ndarray], meta: dict,
-         keep: int) -> Path:
-    """Atomically write checkpoint `step`, point `latest` at it, prune beyond `keep`."""
+         keep: int, best: bool = False) -> Path:
+    """Atomically write checkpoint `step`, point `latest` (and, when `best`, `best`) at it,
+    prune beyond `keep`."""
     directory = Path(directory)
     path = directory / checkpoint_name(step)
     meta = dict(meta, format=FORMAT_VERSION, step=step,
@@ -124,6 +128,10 @@ def save(directory: str | Path, step: int, arrays: dict[str, np.ndarray], meta: 
         directory.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda f: np.savez(f, **arrays, **{META_KEY: blob}), "checkpoint")
         write_atomic(directory / POINTER, lambda f: f.write(path.name.encode() + b"\n"), "pointer")
+        if best:
+            # after `latest`: a crash between the two leaves `best` on the previous best, which
+            # the resume puts right from this checkpoint's metadata (best_step)
+            write_pointer(directory, BEST, path.name, "best pointer")
     except OSError as exc:
         # All or nothing: a checkpoint renamed into place whose pointer could not follow
         # is taken back, so the directory is exactly as before the save (and, on a full
@@ -137,6 +145,8 @@ def save(directory: str | Path, step: int, arrays: dict[str, np.ndarray], meta: 
                 pass
         state = ("the checkpoint is written but may not be durable" if pointed else
                  "the previous checkpoint and the latest pointer are untouched")
+        if pointed and best and read_pointer(directory, BEST) != path.name:
+            state = "the checkpoint is written and `latest` names it; `best` still names the previous best"
         raise RunDirError(f"could not save checkpoint {path}: {describe_os_error(exc)}; {state}") from None
     prune(directory, keep)
     return path
@@ -151,15 +161,20 @@ def describe_os_error(exc: OSError) -> str:
     return f"{reason} ({name})" if name else reason
 
 
+def write_pointer(directory: Path, pointer: str, name: str, what: str | None = None) -> None:
+    """Point `pointer` (latest or best) at checkpoint file `name`, atomically."""
+    write_atomic(Path(directory) / pointer, lambda f: f.write(name.encode() + b"\n"), what)
+
+
 def prune(directory: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (never the one `latest` names).
+    """Delete all but the newest `keep` checkpoints (never one `latest` or `best` names).
 
     Pruning only frees space: a deletion that fails is left for the next save to retry
     and never fails the save that has just succeeded.
     """
-    current = read_pointer(directory)
+    named = {read_pointer(directory), read_pointer(directory, BEST)}
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
-        if old.name == current:
+        if old.name in named:
             continue
         try:
             _op("delete old checkpoint")
@@ -177,9 +192,9 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def read_pointer(directory: str | Path) -> str | None:
+def read_pointer(directory: str | Path, pointer: str = POINTER) -> str | None:
     try:
-        name = (Path(directory) / POINTER).read_text().strip()
+        name = (Path(directory) / pointer).read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
     return name if _NAME.match(name) else None
@@ -232,6 +247,7 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
             name = info.filename[:-4]
             if expected is not None and name not in expected and name != META_KEY:
                 raise CheckpointError(f"{path}: unexpected array {name!r}")
+            _check_local_header(path, fh, info)
             try:
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
@@ -273,6 +289,48 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
             arr = arr.reshape(shape, order="F" if fortran else "C")
             out[name] = np.array(arr, order="C")  # writable, owned, C-ordered
     return out
+
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_ZIP64_MARK = 0xFFFFFFFF
+
+
+def _check_local_header(path: Path, fh, info: zipfile.ZipInfo) -> None:
+    """Every field of a member's local header must repeat the zip directory's.
+
+    zipfile reads the directory's copy and skips most of the local one, so a byte
+    flipped there (the local CRC, the date) would otherwise go unnoticed.
+    """
+    fh.seek(info.header_offset)
+    raw = fh.read(_LOCAL_HEADER.size)
+    fields = _LOCAL_HEADER.unpack(raw) if len(raw) == _LOCAL_HEADER.size else None
+    if fields is not None:
+        magic, version, flags, method, time, date, crc, csize, usize, name_len, extra_len = fields
+        year, month, day, hour, minute, second = info.date_time
+        sizes = (usize, csize)
+        if sizes == (_ZIP64_MARK, _ZIP64_MARK):  # the real sizes are in the zip64 extra field
+            fh.seek(name_len, os.SEEK_CUR)  # the name: zipfile compares it with the directory's
+            extra = fh.read(extra_len)
+            sizes = None
+            while len(extra) >= 4:  # (id, length, data) records that fill the field exactly
+                kind, length = struct.unpack("<HH", extra[:4])
+                if len(extra) < 4 + length:
+                    sizes = None
+                    break
+                if kind == 1:  # zip64: in a local header, both sizes and nothing else
+                    sizes = struct.unpack("<QQ", extra[4:20]) if length == 16 else None
+                extra = extra[4 + length:]
+            if extra:
+                sizes = None
+        described = flags & 0x08  # sizes and CRC in a data descriptor after the data instead
+        if (magic == b"PK\x03\x04" and version == info.extract_version and flags == info.flag_bits
+                and method == info.compress_type
+                and time == (hour << 11 | minute << 5 | second // 2)
+                and date == ((year - 1980) << 9 | month << 5 | day)
+                and (described or (crc == info.CRC and sizes == (info.file_size, info.compress_size)))):
+            return
+    raise CheckpointError(f"{path}: member {info.filename!r} is damaged (its local header disagrees "
+                          "with the zip directory)")
 
 
 class NewerFormatError(CheckpointError):
@@ -392,6 +450,47 @@ def resolve_path(target: str | Path) -> Path:
     if not target.exists():
         raise CheckpointError(f"{target}: no such run directory or checkpoint")
     raise CheckpointError(f"{target}: no checkpoints found")
+
+
+def select(target: str | Path, which: str | int | None = None) -> Path:
+    """The checkpoint `--checkpoint` names: None or "latest" as `resolve_path`, "best" (the
+    `best` pointer) or a step number, in run directory `target`; CheckpointError listing
+    what exists when there is no such checkpoint."""
+    if which is None:
+        return resolve_path(target)
+    target = Path(target)
+    if target.is_file():
+        from .errors import ConfigError
+
+        raise ConfigError(f"--checkpoint {which}: {target} is a checkpoint file; give its run directory")
+    directory = target / "checkpoints" if (target / "checkpoints").is_dir() else target
+    found = list_checkpoints(directory)
+    if not found:
+        return resolve_path(target)  # says whether the run or its checkpoints are missing
+    if which == "latest":
+        return resolve_path(target)
+    if which == BEST:
+        name = read_pointer(directory, BEST)
+        if name is None:
+            raise CheckpointError(f"{target}: no best checkpoint (the run was not trained with "
+                                  f"train.keep_best: true); {_inventory(directory, found)}")
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{target}: `best` names {name}, which is missing; "
+                                  f"{_inventory(directory, found)}")
+        return directory / name
+    path = directory / checkpoint_name(int(which))
+    if not path.is_file():
+        raise CheckpointError(f"{target}: no checkpoint of step {which}; {_inventory(directory, found)}")
+    return path
+
+
+def _inventory(directory: Path, found: list[Path]) -> str:
+    """'it has checkpoints of steps 10, 20, 30 (latest 30, best 20)', long lists shortened."""
+    steps = [str(step_of(p)) for p in found]
+    shown = ", ".join(steps) if len(steps) <= 9 else ", ".join(steps[:4] + ["…"] + steps[-4:])
+    pointers = [f"{pointer} {step_of(name)}" for pointer in (POINTER, BEST)
+                if (name := read_pointer(directory, pointer))]
+    return f"it has checkpoints of steps {shown}" + (f" ({', '.join(pointers)})" if pointers else "")
 
 
 def newest_good(directory: str | Path, warn: Callable[[str], None],

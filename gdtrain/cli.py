@@ -148,10 +148,31 @@ def run(
         from .evaluate import headline
 
         name, value = headline(summary["eval"])
-        print(f"{summary['run_dir']}: step {summary['steps']}, {summary['eval']['split']} {name} {value:.4f}")
+        stopped = " (stopped early)" if summary.get("stopped") else ""
+        print(f"{summary['run_dir']}: step {summary['steps']}{stopped}, {summary['eval']['split']} {name} "
+              f"{value:.4f}")
 
 
 # ---------------------------------------------------------------- eval
+
+CheckpointOption = Annotated[
+    str | None,
+    typer.Option("--checkpoint", metavar="best|latest|STEP",
+                 help="Which checkpoint of the run: latest (default), best (train.keep_best) or a step."),
+]
+
+
+def _which_checkpoint(value: str | None) -> str | int | None:
+    """--checkpoint checked before anything is loaded: 'best', 'latest' or a step number."""
+    if value is None or value in ("best", "latest"):
+        return value
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        if len(text) > 18:  # no checkpoint has such a step (and int() refuses 4300 digits)
+            raise ConfigError(f"--checkpoint: {text[:20]}…: no checkpoint has a step that large")
+        return int(text)
+    raise ConfigError(f"--checkpoint: expected best, latest or a step number, got {value!r}")
+
 
 
 @app.command("eval")
@@ -172,12 +193,16 @@ def eval_(
     interval: Annotated[
         float, typer.Option(help="With --watch: seconds between looks for new checkpoints.")
     ] = 2.0,
+    checkpoint: CheckpointOption = None,
 ):
-    """Score a run's newest checkpoint (or a given checkpoint) on a split."""
+    """Score a run's newest checkpoint (or its best, a given step, or a checkpoint file) on a split."""
     from .inspect_run import evaluate_checkpoint
 
     _check_choice("--split", split, SPLITS)
     _check_choice("--weights", weights, WEIGHTS)
+    which = _which_checkpoint(checkpoint)
+    if watch and which is not None:
+        raise ConfigError("--checkpoint does not go with --watch, which scores every checkpoint")
     if not watch and timeout is not None:
         raise ConfigError("--timeout goes with --watch")
     if timeout is not None and not timeout > 0:
@@ -187,7 +212,7 @@ def eval_(
     if watch:
         _watch(target, split, weights, as_json, timeout, interval)
         return
-    result = evaluate_checkpoint(target, split, weights)
+    result = evaluate_checkpoint(target, split, weights, which=which)
     if as_json:
         print(json.dumps(result, indent=1))
         return
@@ -418,13 +443,14 @@ def predict(
         Path | None, typer.Option("--out", "-o", help="Write to this .csv or .npz instead of stdout.")
     ] = None,
     weights: WeightsOption = "ema",
+    checkpoint: CheckpointOption = None,
 ):
     """Predictions for new inputs: class and probabilities, or output values, one row each."""
     from .predict import predict as run_predict
     from .predict import write_predictions
 
     _check_choice("--weights", weights, WEIGHTS)
-    result = run_predict(target, inputs, weights)
+    result = run_predict(target, inputs, weights, _which_checkpoint(checkpoint))
     text = write_predictions(result, out)
     if text is not None:
         sys.stdout.write(text)
@@ -440,12 +466,13 @@ def export(
     target: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or checkpoint file.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .npz file to write.")],
     weights: WeightsOption = "ema",
+    checkpoint: CheckpointOption = None,
 ):
     """Write a run's parameters as plain named arrays (.npz), EMA weights by default."""
     from .predict import export as run_export
 
     _check_choice("--weights", weights, WEIGHTS)
-    result = run_export(target, out, weights)
+    result = run_export(target, out, weights, _which_checkpoint(checkpoint))
     arrays = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result["arrays"].items())
     _console().print(
         f"wrote {_escape(result['file'])}: {arrays} ({result['dtype']}, {result['weights']} weights of step "

@@ -17,7 +17,7 @@ from .registry import Option, Registry, suggest, type_name
 
 KINDS = ("section", "dataset", "model", "loss", "optimizer", "schedule", "initializer")
 TITLES = {
-    "section": "Plain sections (run, train, l2, ema)",
+    "section": "Plain sections (run, train and its early_stopping, l2, ema)",
     "dataset": "Datasets (`data.name`)",
     "model": "Models (`model.name`)",
     "loss": "Losses (`loss.name`)",

@@ -237,6 +237,9 @@ def train_section(
     eval_split: Annotated[str, OneOf("test", "validation", "train")] = "test",
     checkpoint_every: NonNegativeInt = 0,
     keep_checkpoints: PositiveInt = 5,
+    early_stopping: dict[str, Any] | None = None,
+    keep_best: bool = False,
+    best_metric: Annotated[str, OneOf("loss", "accuracy", "mse")] | None = None,
     tensorboard: bool = False,
 ):
     """The training loop.
@@ -252,7 +255,30 @@ def train_section(
       without a validation split: an error)
     checkpoint_every: checkpoint every N steps (0: only at the end)
     keep_checkpoints: newest checkpoints kept
+    early_stopping: stop when the evaluation metric stops improving: {metric, mode, patience,
+      min_delta} (train.early_stopping below); needs eval_every; null: off
+    keep_best: also keep the best-scoring checkpoint, named by checkpoints/best (judged like
+      early_stopping, or by best_metric); needs eval_every
+    best_metric: without early_stopping, the metric keep_best judges by (default loss;
+      accuracy is maximised, loss and mse minimised)
     tensorboard: also write the logged scalars to <run dir>/tb for TensorBoard (needs gdtrain[tensorboard])
+    """
+
+
+@SECTIONS.register("train.early_stopping")
+def early_stopping_section(
+    metric: Annotated[str, OneOf("loss", "accuracy", "mse")] = "loss",
+    mode: Annotated[str, OneOf("min", "max")] | None = None,
+    patience: NonNegativeInt = 5,
+    min_delta: NonNegative = 0.0,
+):
+    """Early stopping (Keras's EarlyStopping rule), judged at each train.eval_every evaluation.
+
+    metric: a figure every evaluation of train.eval_split reports: loss; accuracy (classifiers);
+      mse (real-valued or 0/1 targets)
+    mode: min or max (default: min for loss and mse, max for accuracy)
+    patience: evaluations in a row without improvement after which training stops
+    min_delta: an improvement must beat the best by more than this
     """
 
 
@@ -475,6 +501,7 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
             problems.append("train: give either steps or epochs")
         elif train.get("steps") is not None and train.get("epochs") is not None:
             problems.append("train: give steps or epochs, not both")
+        _check_judging(train, problems)
         out["train"] = train
 
     # Cross-section checks that need the model's parameter names.
@@ -498,6 +525,39 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
     if problems:
         raise ConfigError([_locate(p, lines) for p in problems], source)
     return out
+
+
+# The direction each metric improves in: early stopping's default mode.
+NATURAL_MODE = {"loss": "min", "mse": "min", "accuracy": "max"}
+
+
+def _check_judging(train: dict, problems: list[str]) -> None:
+    """Fill in train.early_stopping (its mode from its metric) and check what early stopping
+    and keep_best need: evaluations to judge, and one metric to judge them by."""
+    es = train.get("early_stopping")
+    if isinstance(es, dict):
+        coerced, found = SECTIONS.check("train.early_stopping", es, "train.early_stopping")
+        problems.extend(found)
+        es = _with_defaults(SECTIONS, "train.early_stopping", coerced)
+        if es["mode"] is None:
+            es["mode"] = NATURAL_MODE[es["metric"]]
+        train["early_stopping"] = es
+    elif es is not None:  # the train section's own check has said what is wrong with it
+        es = None
+    no_evaluations = train.get("eval_every") == 0 and not any(p.startswith("train.eval_every:")
+                                                              for p in problems)
+    if es is not None and no_evaluations:
+        problems.append("train.early_stopping: needs train.eval_every (patience counts evaluations, "
+                        "made every eval_every steps); set train.eval_every, e.g. 100")
+    if train.get("keep_best") and no_evaluations:
+        problems.append("train.keep_best: needs train.eval_every (the best checkpoint is chosen at "
+                        "evaluations); set train.eval_every, e.g. 100")
+    if train.get("best_metric") is not None:
+        if not train.get("keep_best"):
+            problems.append("train.best_metric: goes with train.keep_best: true")
+        elif es is not None:
+            problems.append("train.best_metric: with train.early_stopping, keep_best judges by "
+                            "train.early_stopping.metric; give one of them")
 
 
 def _locate(problem: str, lines: dict[str, int | str] | None) -> str:
@@ -674,12 +734,32 @@ def diff(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def with_section_defaults(config: dict) -> dict:
+    """A copy where every option a plain section (run, train, train.early_stopping, l2, ema)
+    lacks has its default.
+
+    A config saved by an older gdtrain lacks the options added since (train.keep_best, ...);
+    to the drift check an absent option is its default, not a change. An absent section
+    (no l2, early stopping off) stays absent.
+    """
+    out = copy.deepcopy(config)
+    for name in SECTIONS:  # in file order: train before train.early_stopping
+        section: Any = out
+        for part in name.split("."):
+            section = section.get(part) if isinstance(section, dict) else None
+        if isinstance(section, dict):
+            for opt in SECTIONS.options(name):
+                if not opt.required and opt.name not in section:
+                    section[opt.name] = copy.deepcopy(opt.default)
+    return out
+
+
 def classify_drift(old: dict, new: dict) -> tuple[list, list, list]:
     """Split a resume's config changes into (refused, needs --allow-config-change, allowed).
     A path spelt differently but naming the same file is no change."""
     refused, guarded, allowed = [], [], []
     paths = set(path_options(old)) | set(path_options(new))
-    for change in diff(old, new):
+    for change in diff(with_section_defaults(old), with_section_defaults(new)):
         key = change[0]
         if key in paths and same_path(change[1], change[2]):
             continue

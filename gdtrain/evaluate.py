@@ -42,6 +42,16 @@ def predicted_classes(loss: Loss, out: np.ndarray, y: np.ndarray) -> np.ndarray 
     return None
 
 
+def reported_metrics(loss: Loss, y: np.ndarray) -> tuple[str, ...]:
+    """The figures `evaluate` reports for targets like `y`, by the rules it uses."""
+    names = ["loss"]
+    if y.ndim == 2:
+        names.append("mse")
+    if (y.ndim == 1 and loss.classify is not None) or _binary(y):
+        names.append("accuracy")
+    return tuple(names)
+
+
 def evaluate(model: Model, loss: Loss, params: dict, split: Split,
              num_classes: int | None) -> dict:
     out = outputs(model, params, split.x)

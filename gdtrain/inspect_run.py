@@ -34,13 +34,14 @@ class TrainerCache:
         return self.trainers[key]
 
 
-def load_trainer(target: str | Path, cache: TrainerCache | None = None):
-    """(trainer with the checkpoint's state, checkpoint path, meta) for a run or checkpoint.
+def load_trainer(target: str | Path, cache: TrainerCache | None = None, which: str | int | None = None):
+    """(trainer with the checkpoint's state, checkpoint path, meta) for a run or checkpoint;
+    `which` picks the run's checkpoint: latest (default), best or a step (checkpoint.select).
 
     The file is read once and verified (every array's sha256); `Trainer.load_state`
     then checks that it holds every array the stored config needs, at the right shape.
     """
-    path = checkpoint.resolve_path(target)
+    path = checkpoint.select(target, which)
     arrays, meta = checkpoint.load(path)
     saved = checkpoint.saved_config(path, meta)
     try:
@@ -56,8 +57,8 @@ def load_trainer(target: str | Path, cache: TrainerCache | None = None):
 
 
 def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = "ema",
-                        cache: TrainerCache | None = None) -> dict:
-    trainer, path, meta = load_trainer(target, cache)
+                        cache: TrainerCache | None = None, which: str | int | None = None) -> dict:
+    trainer, path, meta = load_trainer(target, cache, which)
     ds = trainer.dataset
     split, chosen, note = ds.split_or_train(split, f"--split {split}")
     used = trainer.weights_used(weights)
@@ -76,7 +77,7 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
 # ---------------------------------------------------------------- continuous evaluation
 
 # What status.json says once nothing more will be saved (until someone resumes).
-STOPPED = ("finished", "interrupted", "diverged", "failed")
+STOPPED = ("finished", "stopped", "interrupted", "diverged", "failed")
 # Polls a checkpoint that fails to load gets before it is given up on: a file being
 # copied in by hand completes within that; a damaged one never does.
 ATTEMPTS = 3
@@ -99,8 +100,8 @@ def watch(run: str | Path, split: str = "test", weights: str = "ema", timeout: f
     The TF1 evaluator pattern. It never writes into the run directory and never takes
     its lock. A checkpoint deleted (pruned) before it is read is skipped with a warning;
     one that fails to load is retried on the next polls and given up after ATTEMPTS.
-    The watch ends once status.json says the run stopped (finished, interrupted,
-    diverged, failed), or says running for a process that no longer exists (kill -9),
+    The watch ends once status.json says the run stopped (finished, stopped early,
+    interrupted, diverged, failed), or says running for a process that no longer exists (kill -9),
     and every checkpoint then present has been dealt with. `timeout`: seconds without
     a new checkpoint after which WatchTimeout is raised.
     """

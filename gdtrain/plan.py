@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from . import checkpoint
+from . import checkpoint, early_stopping
 from .config import classify_drift, run_dir
 from .data import load_dataset
 from .errors import CheckpointError
@@ -58,8 +58,25 @@ def make_plan(config: dict) -> dict:
         "eval_steps": _every(train["eval_every"], total, final=False) + [total],
         "checkpoint_steps": (ckpts := _every(train["checkpoint_every"], total, final=False) + [total]),
         "checkpoints_kept": ckpts[-train["keep_checkpoints"]:],
+        "judging": judging_plan(train, total),
         "resume": resume_plan(trainer, config),
     }
+
+
+def judging_plan(train: dict, total: int) -> dict | None:
+    """Early stopping and keep_best: what judges the evaluations, which are judged, and the
+    earliest step early stopping can stop at (the first evaluation is always the best so far)."""
+    tracker = early_stopping.from_config(train)
+    if tracker is None:
+        return None
+    every = train["eval_every"]
+    judged = list(range(every, total + 1, every))
+    patience = tracker.patience
+    earliest = (patience + 1) * every if patience is not None and (patience + 1) * every <= total else None
+    return {"metric": tracker.metric, "mode": tracker.mode, "split": train["eval_split"],
+            "min_delta": tracker.min_delta, "early_stopping": patience is not None,
+            "patience": patience, "judged_steps": judged, "earliest_stop": earliest,
+            "keep_best": train["keep_best"]}
 
 
 def memory(trainer: Trainer) -> dict:
@@ -207,8 +224,28 @@ def resume_plan(trainer: Trainer, config: dict) -> dict:
     elif guarded:
         out.update(action="resume-needs-flag", detail=f"would resume from step {step} only with "
                    "--allow-config-change (" + ", ".join(k for k, _, _ in guarded) + " changed)")
+    elif _stopped_early(config, meta, path, out):
+        pass
     elif step >= total:
         out.update(action="done", detail=f"already at step {step} of {total}: would only evaluate")
     else:
         out.update(action="resume", detail=f"would resume from step {step}: {total - step} steps left")
     return out
+
+
+def _stopped_early(config: dict, meta: dict, path, out: dict) -> bool:
+    """Whether the run stopped early and still would (the runner's rule); fills `out` if so."""
+    tracker = early_stopping.from_config(config["train"])
+    if tracker is None:
+        return False
+    try:
+        tracker.restore(meta.get("tracker"), str(path))
+    except CheckpointError as exc:
+        out.update(action="refuse", detail=str(exc))
+        return True
+    if not tracker.stopped:
+        return False
+    out.update(action="stopped", detail=f"stopped early at step {out['step']} ({tracker.describe()}, "
+               f"{tracker.wait} evaluations without improvement): would only evaluate; raise "
+               f"train.early_stopping.patience above {tracker.wait} to continue")
+    return True

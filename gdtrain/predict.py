@@ -172,12 +172,14 @@ def _idx_features(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------- predicting
 
 
-def predict(target: str | Path, input_path: str | Path, weights: str = "ema") -> dict:
-    """Predictions of a run (or checkpoint) for the inputs in a file."""
+def predict(target: str | Path, input_path: str | Path, weights: str = "ema",
+            which: str | int | None = None) -> dict:
+    """Predictions of a run (or checkpoint) for the inputs in a file; `which`: latest
+    (default), best or a step of the run."""
     from .evaluate import outputs
     from .inspect_run import load_trainer
 
-    trainer, path, meta = load_trainer(target)
+    trainer, path, meta = load_trainer(target, which=which)
     used = trainer.weights_used(weights)
     ds, model, loss = trainer.dataset, trainer.model, trainer.loss
     x = read_inputs(input_path, ds.input_dim, trainer.dtype, ds.train)
@@ -244,7 +246,7 @@ def write_predictions(result: dict, out: str | Path | None) -> str | None:
 # ---------------------------------------------------------------- export
 
 
-def export(target: str | Path, out: str | Path, weights: str = "ema") -> dict:
+def export(target: str | Path, out: str | Path, weights: str = "ema", which: str | int | None = None) -> dict:
     """Write the run's parameters as plain named arrays (W, b, ...) to an .npz file.
 
     The file is what `model.init: {from: FILE}` reads: exactly the model's parameter
@@ -255,7 +257,7 @@ def export(target: str | Path, out: str | Path, weights: str = "ema") -> dict:
     out = Path(out)
     if out.suffix.lower() != ".npz":
         raise ConfigError(f"--out {out}: expected a file name ending in .npz")
-    trainer, path, meta = load_trainer(target)
+    trainer, path, meta = load_trainer(target, which=which)
     used = trainer.weights_used(weights)
     params = trainer.eval_params(used)
     arrays = {k: np.ascontiguousarray(params[k]) for k in trainer.model.names}

@@ -85,6 +85,11 @@ class ConsoleReporter(Reporter):
              + (f" (resumed at {summary['resumed_from']})" if summary["resumed_from"] else "")),
             ("final batch loss", _fmt(summary["final_loss"])),
         ]
+        stopped = summary.get("stopped")
+        if stopped:
+            rows.append(("stopped early", f"at step {stopped['step']}: best {stopped['metric']} "
+                         f"{_fmt(stopped['best'])} at step {stopped['best_step']} "
+                         f"(patience {stopped['patience']})"))
         if summary["l2"]:
             rows.append(("l2 term", _fmt(summary["l2"])))
         label = f"{ev['split']}, {ev['weights']} weights"

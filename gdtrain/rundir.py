@@ -3,8 +3,8 @@
 runs/<name>/
   config.yaml      the resolved config of the latest start
   metrics.jsonl    one JSON record per log line or evaluation
-  status.json      what the run is doing (running/finished/interrupted/diverged/failed)
-  checkpoints/     ckpt-XXXXXXXX.npz and the `latest` pointer
+  status.json      what the run is doing (running/finished/stopped/interrupted/diverged/failed)
+  checkpoints/     ckpt-XXXXXXXX.npz, the `latest` pointer and (train.keep_best) `best`
   .lock            held (flock) by the one process writing here
 """
 
@@ -135,11 +135,12 @@ class RunDir:
     # ------------------------------------------------------------ contents (lock holder only)
 
     def clear(self) -> None:
-        """Delete checkpoints, pointer and log: `--restart`, or a log no checkpoint backs."""
+        """Delete checkpoints, pointers and log: `--restart`, or a log no checkpoint backs."""
         with _io("clear", self.path):
             for p in checkpoint.list_checkpoints(self.checkpoints):
                 p.unlink(missing_ok=True)
             (self.checkpoints / checkpoint.POINTER).unlink(missing_ok=True)
+            (self.checkpoints / checkpoint.BEST).unlink(missing_ok=True)
             self.metrics.unlink(missing_ok=True)
 
     def clean_temporaries(self) -> list[Path]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, compute
+from . import checkpoint, compute, early_stopping
 from .config import classify_drift, config_hash, dump_yaml, run_dir
 from .data import Dataset, head, load_dataset
 from .errors import (
@@ -25,6 +25,7 @@ from .errors import (
     DivergedError,
     GdtrainError,
     Interrupted,
+    RunDirError,
 )
 from .evaluate import evaluate, headline
 from .rundir import RunDir
@@ -120,8 +121,8 @@ def _check_drift(saved: dict, config: dict, where: Path, allow: bool) -> list[st
 
 
 def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
-            reporter: Reporter, machinery: dict) -> tuple[int, float]:
-    """Load the newest good checkpoint into `trainer`; return (step, elapsed).
+            reporter: Reporter, machinery: dict) -> tuple[int, float, dict]:
+    """Load the newest good checkpoint into `trainer`; return (step, elapsed, its metadata).
 
     Damaged checkpoints are skipped with a warning naming each; the first one that
     verifies decides the config drift check. Nothing on disk is changed here, so a
@@ -163,7 +164,31 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
             "and the same BLAS kernel on both machines for a bit-exact resume"
         )
     reporter.message(f"resuming {rd.path} from step {step} ({path.name})")
-    return step, float(meta.get("elapsed", 0.0))
+    return step, float(meta.get("elapsed", 0.0)), meta
+
+
+def _stop_text(tracker: early_stopping.Tracker, split: str) -> str:
+    """Why a run stopped early: the metric, its best and when, the patience."""
+    return (f"{split} {tracker.metric} has not improved on its best by more than {tracker.min_delta:g} "
+            f"in {tracker.wait} evaluations (patience {tracker.patience}); {tracker.describe()}")
+
+
+def _stop_info(tracker: early_stopping.Tracker, step: int, split: str) -> dict:
+    return {"step": step, "metric": tracker.metric, "mode": tracker.mode, "split": split,
+            "best": tracker.best, "best_step": tracker.best_step, "patience": tracker.patience,
+            "wait": tracker.wait, "min_delta": tracker.min_delta}
+
+
+def _point_best(rd: RunDir, step: int) -> None:
+    """Put `best` on checkpoint `step` if it is not there: a save killed between its
+    `latest` and `best` pointers left it on the previous best."""
+    name = checkpoint.checkpoint_name(step)
+    if (rd.checkpoints / name).is_file() and checkpoint.read_pointer(rd.checkpoints, checkpoint.BEST) != name:
+        try:
+            checkpoint.write_pointer(rd.checkpoints, checkpoint.BEST, name)
+        except OSError as exc:
+            raise RunDirError(f"could not write {rd.checkpoints / checkpoint.BEST}: "
+                              f"{checkpoint.describe_os_error(exc)}") from None
 
 
 def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | None = None,
@@ -193,18 +218,32 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
 
         reporter = attach(reporter, config)  # train.tensorboard: scalars to <run dir>/tb too
 
+        # early stopping and keep_best judge evaluations; their state is in every checkpoint
+        tracker = early_stopping.from_config(train_cfg)
         start_step, elapsed_before = 0, 0.0
         if opts.restart:
             rd.clear()
         elif checkpoint.list_checkpoints(rd.checkpoints):
-            start_step, elapsed_before = _resume(trainer, rd, config, opts, reporter, machinery)
+            start_step, elapsed_before, meta = _resume(trainer, rd, config, opts, reporter, machinery)
             rd.truncate_metrics(start_step)
+            if tracker is not None:
+                where = rd.checkpoints / checkpoint.checkpoint_name(start_step)
+                note = tracker.restore(meta.get("tracker"), str(where))
+                if note:
+                    reporter.message(note)
         elif rd.metrics.exists():
             rd.clear()  # a log without any checkpoint belongs to no resumable run
         # only the lock holder may clean: no other process can be mid-save here
         for p in rd.clean_temporaries():
             reporter.warning(f"removed {p}, left by an interrupted save")
         rd.write_config(dump_yaml(config))
+        if tracker is not None and train_cfg["keep_best"] and tracker.best_step is not None:
+            _point_best(rd, tracker.best_step)
+        already_stopped = tracker is not None and tracker.stopped
+        if already_stopped:
+            reporter.message(f"{rd.path} had stopped early at step {start_step}: "
+                             f"{_stop_text(tracker, train_cfg['eval_split'])}; nothing to train "
+                             f"(raise train.early_stopping.patience above {tracker.wait} to continue)")
 
         total = trainer.total_steps
         info = {
@@ -224,6 +263,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         ckpt_every = train_cfg["checkpoint_every"]
         last_saved = start_step  # a resumed run's checkpoint is on disk already
         result = None
+        last_eval: tuple[int, dict] | None = None
 
         def elapsed() -> float:
             return elapsed_before + time.perf_counter() - t0
@@ -235,19 +275,32 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             reporter.evaluation(record)
             return result
 
-        def save() -> None:
+        def judge(step: int, result: dict) -> None:
+            """Early stopping's and keep_best's verdict on the evaluation of `step`."""
+            improved = tracker.judge(step, result[tracker.metric])
+            if tracker.stopped:
+                # logged before the save: a kill in between replays this step, record and all
+                rd.log({"event": "early_stop", **_stop_info(tracker, step, result["split"])})
+                reporter.message(f"early stopping at step {step}: {_stop_text(tracker, result['split'])}")
+                save()
+            elif improved and train_cfg["keep_best"]:
+                save(best=True)
+
+        def save(best: bool = False) -> None:
             nonlocal last_saved
             bad = trainer.non_finite()
             if bad:
                 raise DivergedError(
                     trainer.divergence_message(trainer.step_count - 1, f"{bad} is not finite"))
             meta = _checkpoint_meta(trainer, config, elapsed(), machinery)
+            if tracker is not None:
+                meta["tracker"] = tracker.state()
             checkpoint.save(rd.checkpoints, trainer.step_count, trainer.state_arrays(), meta,
-                            train_cfg["keep_checkpoints"])
+                            train_cfg["keep_checkpoints"], best=best)
             last_saved = trainer.step_count
 
         try:
-            while trainer.step_count < total:
+            while trainer.step_count < total and not already_stopped:
                 result = trainer.step()
                 step = result.step
                 reporter.step(result)
@@ -260,10 +313,15 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                         record["ema_decay"] = trainer.ema_decay_at(step)
                     rd.log(record)
                     reporter.log(record)
-                if eval_every and step % eval_every == 0 and step != total:
-                    evaluate_and_log(step)
-                if ckpt_every and step % ckpt_every == 0 and step != total:
+                # judged evaluations include the last step's when it is on the schedule
+                if eval_every and step % eval_every == 0 and (step != total or tracker is not None):
+                    last_eval = (step, evaluate_and_log(step))
+                    if tracker is not None:
+                        judge(step, last_eval[1])
+                if ckpt_every and step % ckpt_every == 0 and step != total and last_saved != step:
                     save()
+                if tracker is not None and tracker.stopped:
+                    break
                 if signals.received is not None:
                     if last_saved != step:
                         save()
@@ -280,7 +338,12 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
 
         if last_saved != trainer.step_count:
             save()
-        final = evaluate_and_log(trainer.step_count)
+        if last_eval is not None and last_eval[0] == trainer.step_count:
+            final = last_eval[1]
+        elif already_stopped:  # its evaluations are logged already: shown, not logged again
+            final = _evaluate(trainer, train_cfg["eval_split"])
+        else:
+            final = evaluate_and_log(trainer.step_count)
         raw = _evaluate(trainer, train_cfg["eval_split"], "raw") if trainer.ema is not None else None
         summary = {
             "run_dir": str(rd.path), "steps": trainer.step_count, "total_steps": total,
@@ -291,9 +354,12 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             "checkpoint": str(rd.checkpoints / checkpoint.checkpoint_name(trainer.step_count)),
             "loss_curve": [(r["step"], r["loss"]) for r in rd.read_metrics() if r.get("event") == "train"],
         }
+        stopped = tracker is not None and tracker.stopped
+        summary["stopped"] = _stop_info(tracker, trainer.step_count, final["split"]) if stopped else None
+        extra = {"early_stopping": summary["stopped"]} if stopped else {}
         # a timing means little without the BLAS that produced it
-        rd.set_status("finished", step=trainer.step_count, total_steps=total, eval=_brief(final),
-                      elapsed=summary["elapsed"], compute=machinery)
+        rd.set_status("stopped" if stopped else "finished", step=trainer.step_count, total_steps=total,
+                      eval=_brief(final), elapsed=summary["elapsed"], compute=machinery, **extra)
         reporter.end(summary)
         summary["trainer"] = trainer
         return summary
@@ -333,7 +399,8 @@ def smoke(config: dict, reporter: Reporter | None = None) -> str:
         cfg = copy.deepcopy(config)
         cfg["run"]["dir"] = tmp
         cfg["train"].update(steps=SMOKE_STEPS, epochs=None, log_every=0, eval_every=0,
-                            checkpoint_every=SMOKE_RESUME_AT, keep_checkpoints=SMOKE_STEPS)
+                            checkpoint_every=SMOKE_RESUME_AT, keep_checkpoints=SMOKE_STEPS,
+                            early_stopping=None, keep_best=False, best_metric=None)
         quiet = RunOptions(handle_signals=False)
         cfg["run"]["name"] = "straight"
         straight = train(cfg, Reporter(), quiet, dataset)

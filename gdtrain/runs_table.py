@@ -20,7 +20,7 @@ from . import checkpoint
 from .errors import RunDirError
 from .rundir import RunDir
 
-STATUSES = ("running", "finished", "interrupted", "diverged", "failed")
+STATUSES = ("running", "finished", "stopped", "interrupted", "diverged", "failed")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -91,6 +91,9 @@ def describe(path: str | Path) -> dict:
         note = status["signal"]
     elif state in ("diverged", "failed") and status.get("error"):
         note = str(status["error"])
+    elif state == "stopped" and isinstance(status.get("early_stopping"), dict):
+        es = status["early_stopping"]
+        note = f"early: {es.get('metric')} best at step {es.get('best_step')}, patience {es.get('patience')}"
 
     steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
     if isinstance(status.get("step"), int):
@@ -105,7 +108,7 @@ def describe(path: str | Path) -> dict:
         best = pick(values, key=lambda sv: sv[1])
     last_eval = evals[-1] if evals else {}
 
-    wall = status.get("elapsed") if state == "finished" else None
+    wall = status.get("elapsed") if state in ("finished", "stopped") else None
     if wall is None:
         elapsed = [r["elapsed"] for r in records if isinstance(r.get("elapsed"), (int, float))]
         wall = max(elapsed) if elapsed else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import compute
+from . import compute, early_stopping
 from .batching import BatchStream
 from .config import match_patterns
 from .data import Dataset
@@ -130,6 +130,7 @@ class Trainer:
                 f"examples of dataset '{dataset.name}'; use at most {n_train}"
             )
         dataset.split_or_train(train["eval_split"], "train.eval_split")  # refused now, not mid-run
+        early_stopping.check_metric(train, self.loss, config["loss"]["name"], dataset)
         self.stream = BatchStream(dataset.train, train["batch_size"], run["seed"], train["shuffle"])
         self.total_steps = total_steps(train, len(dataset.train))
         self.schedule = build_schedule(config.get("schedule"), self.optimizer.learning_rate,

@@ -19,7 +19,7 @@ def fmt_number(value) -> str:
         return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3e}"
     return str(value)
 
-STATUS_STYLE = {"running": "cyan", "finished": "green", "interrupted": "yellow",
+STATUS_STYLE = {"running": "cyan", "finished": "green", "stopped": "green", "interrupted": "yellow",
                 "diverged": "red", "failed": "red", "unknown": "dim"}
 
 
@@ -52,7 +52,7 @@ def render_runs(console: Console, rows: list[dict]) -> None:
         table.add_column(name, justify=justify, no_wrap=True)
     for r in rows:
         status = f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]"
-        if r["note"] and r["status"] == "interrupted":
+        if r["note"] and r["status"] in ("interrupted", "stopped"):
             status += f" [dim]({escape(r['note'])})[/]"
         step = f"{r['step']}/{r['total_steps']}" if r["total_steps"] else str(r["step"])
         metric = f"{r['metric']} " if r["metric"] else ""
@@ -118,8 +118,25 @@ def render_plan(console: Console, plan: dict) -> None:
     console.print(f"evaluate  at {_steps(plan['eval_steps'])}")
     console.print(f"save      at {_steps(plan['checkpoint_steps'])}; kept at the end: "
                   f"{_steps(plan['checkpoints_kept'])}")
+    judging = plan.get("judging")
+    if judging:
+        judged = f"{judging['split']} {judging['metric']} ({judging['mode']})"
+        if judging["early_stopping"]:
+            earliest = (f"at step {judging['earliest_stop']} at the earliest" if judging["earliest_stop"]
+                        else "not within this run's length")
+            console.print(f"early stop  by {judged}, patience {judging['patience']} evaluations, min_delta "
+                          f"{judging['min_delta']:g}; judged at {_steps(judging['judged_steps'])}; "
+                          f"can stop {earliest}")
+        else:
+            console.print("early stop  off")
+        if judging["keep_best"]:
+            console.print(f"keep best   the best checkpoint by {judged}, as checkpoints/best, kept beside "
+                          "the newest (saved at each new best)")
+    else:
+        console.print("early stop  off; keep best off")
     resume = plan["resume"]
-    style = {"start": "green", "resume": "green", "done": "cyan"}.get(resume["action"], "yellow")
+    styles = {"start": "green", "resume": "green", "done": "cyan", "stopped": "cyan"}
+    style = styles.get(resume["action"], "yellow")
     console.print(f"resume    [{style}]{resume['action']}[/]: {escape(resume['detail'])}"
                   + (" [yellow](a gdtrain process is running it now)[/]" if resume.get("in_use") else ""))
     for change in resume.get("changes", []):

@@ -334,6 +334,17 @@ def truncated_file(ctx: Ctx) -> Callable[[Path], None]:
     return write
 
 
+def flipped_local_crc(ctx: Ctx) -> Callable[[Path], None]:
+    """One bit of param/W's CRC in its local zip header (zipfile reads the directory's copy)."""
+    def write(path: Path) -> None:
+        blob = bytearray(ctx.good_checkpoint().read_bytes())
+        with zipfile.ZipFile(ctx.good_checkpoint()) as zf:
+            blob[zf.getinfo("param/W.npy").header_offset + 14] ^= 0x01
+        path.write_bytes(bytes(blob))
+
+    return write
+
+
 def flipped_byte(ctx: Ctx) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         shutil.copy(ctx.good_checkpoint(), path)
@@ -417,6 +428,37 @@ CASES = [
     C("eval-split-absent", check({"train": {"eval_split": "validation"}}),
       "train.eval_split: linear_sum has no validation split (set data.validation: N"),
     C("type-section-not-mapping", check({"train": [1, 2]}), "train: expected a mapping, got a list [1, 2]"),
+    # --- early stopping and keep_best
+    C("early-stopping-unknown-metric",
+      check({"train": {"eval_every": 2, "early_stopping": {"metric": "acuracy"}}}),
+      "train.early_stopping.metric: must be one of 'loss', 'accuracy', 'mse', got 'acuracy'; "
+      "did you mean 'accuracy'?"),
+    C("early-stopping-unknown-mode", check({"train": {"eval_every": 2, "early_stopping": {"mode": "down"}}}),
+      "train.early_stopping.mode: must be one of 'min', 'max', got 'down'"),
+    C("early-stopping-negative-patience",
+      check({"train": {"eval_every": 2, "early_stopping": {"patience": -1}}}),
+      "train.early_stopping.patience: must be >= 0, got -1"),
+    C("early-stopping-unknown-option", check({"train": {"eval_every": 2, "early_stopping": {"patients": 3}}}),
+      "train.early_stopping.patients: unknown option", "did you mean 'patience'?"),
+    C("early-stopping-not-a-mapping", check({"train": {"eval_every": 2, "early_stopping": True}}),
+      "train.early_stopping: expected mapping | null, got true"),
+    C("early-stopping-without-eval-every", lambda ctx: ["check", ctx.base_text(
+        ("checkpoint_every: 3}", "checkpoint_every: 3,\n            early_stopping: {patience: 3}}"))],
+      "line 7: train.early_stopping: needs train.eval_every"),
+    C("early-stopping-metric-not-reported", check({"train": {"eval_every": 2,
+                                                             "early_stopping": {"metric": "accuracy"}}}),
+      "train.early_stopping.metric: accuracy is not reported on dataset 'linear_sum' (real-valued targets, "
+      "loss mse); its evaluations report loss, mse"),
+    C("keep-best-without-eval-every", check({"train": {"keep_best": True}}),
+      "train.keep_best: needs train.eval_every"),
+    C("best-metric-without-keep-best", check({"train": {"eval_every": 2, "best_metric": "mse"}}),
+      "train.best_metric: goes with train.keep_best: true"),
+    C("checkpoint-best-without-keep-best", lambda ctx: ["eval", ctx.good_run, "--checkpoint", "best"],
+      "no best checkpoint (the run was not trained with train.keep_best: true); "
+      "it has checkpoints of steps 3, 6 (latest 6)"),
+    C("checkpoint-step-missing", lambda ctx: ["export", ctx.good_run, "--out", ctx.tmp / "w.npz",
+                                              "--checkpoint", "4"],
+      "no checkpoint of step 4; it has checkpoints of steps 3, 6"),
     C("batch-size-zero", check({"train": {"batch_size": 0}}), "train.batch_size: must be >= 1, got 0"),
     C("batch-size-negative", check({"train": {"batch_size": -8}}), "train.batch_size: must be >= 1, got -8"),
     C("batch-size-beyond-data", check({"train": {"batch_size": 33}}),
@@ -600,6 +642,8 @@ CASES = [
     C("ckpt-missing-array", lambda ctx: eval_forged(ctx, arrays=lambda a: a.pop("param/b")), "param/b"),
     C("ckpt-crc-mismatch", lambda ctx: eval_file(ctx, "flipped.npz", flipped_byte(ctx)),
       "array 'param/W' is damaged", "CRC"),
+    C("ckpt-local-header-damaged", lambda ctx: eval_file(ctx, "local.npz", flipped_local_crc(ctx)),
+      "member 'param/W.npy' is damaged (its local header disagrees with the zip directory)"),
     C("ckpt-sha-mismatch", lambda ctx: eval_forged(
         ctx, arrays=lambda a: a["param/W"].__setitem__((0, 0), 5.0), redigest=False),
       "array 'param/W' fails its sha256 check"),

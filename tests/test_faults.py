@@ -227,6 +227,26 @@ def test_a_damaged_newest_checkpoint_is_named_and_the_previous_good_one_used(
     assert_same_state(summary["trainer"].state_arrays(), reference, kind)
 
 
+def test_a_flipped_byte_in_any_local_zip_header_is_damage(every_five, tmp_path):
+    """zipfile reads the zip directory and skips most of each member's local header (its
+    CRC, date, sizes): a byte flipped there must still fail the load. Found when the
+    checkpoints grew and the "byte flipped" case above landed on a local CRC."""
+    import zipfile
+
+    good = every_five / "checkpoints" / "ckpt-00000020.npz"
+    data = good.read_bytes()
+    with zipfile.ZipFile(good) as zf:
+        headers = [(info.header_offset, 30 + len(info.filename) + 20) for info in zf.infolist()]
+    bad = tmp_path / "ckpt-00000020.npz"
+    for start, length in headers:
+        for offset in range(start, start + length):
+            damaged = bytearray(data)
+            damaged[offset] ^= 0x01
+            bad.write_bytes(bytes(damaged))
+            with pytest.raises(CheckpointError):
+                checkpoint.load(bad)
+
+
 def test_when_no_checkpoint_is_good_the_run_stops_and_touches_nothing(tmp_path, every_five, cli):
     run_dir = cut_back(every_five, tmp_path / "runs" / "ref", 20)
     for i, path in enumerate(checkpoint.list_checkpoints(run_dir / "checkpoints")):
