@@ -174,7 +174,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     train_cfg = config["train"]
 
     # Writability and the lock come first: a second run on the same directory, or one
-    # that could never save, stops at once instead of after loading the data.
+    # that could never save, stops at once instead of after loading the data. A run
+    # refused before its first step (data, weights or batch that do not fit) takes back
+    # what it made for this: a new run leaves no trace, an existing one every byte.
     rd = RunDir(run_dir(config))
     rd.ensure_writable()
     rd.lock()
@@ -303,6 +305,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         raise
     finally:
         blas_threads.close()
+        if not started:
+            rd.discard()
         rd.unlock()
         signals.restore()  # last: a Ctrl-C from here on finds nothing left to protect
 

@@ -672,6 +672,67 @@ def test_refused_run_leaves_existing_run_byte_identical(args, tmp_path, good_run
     assert snapshot(run) == before
 
 
+def _refused_new_run(ctx: Ctx, case: str, name: str = "small") -> list:
+    """The command line of a `run` that passes the config check but is refused once gdtrain
+    holds the run directory: the data, the initial weights or the batch do not fit."""
+    run = {"name": name, "dir": str(ctx.runs)}
+    config, args = ctx.config({"run": run}), []
+    if case == "missing-data":
+        config = ctx.mnist(run=run)
+        args = ["--set", "data.dir=/nonexistent"]
+    elif case == "init-from-missing-file":
+        args = ["--set", f"model.init={{from: {ctx.tmp / 'absent.npz'}}}"]
+    elif case == "init-from-wrong-shape":
+        np.savez(ctx.tmp / "init.npz", W=np.zeros((3, 1)), b=np.zeros(1))
+        args = ["--set", f"model.init={{from: {ctx.tmp / 'init.npz'}}}"]
+    elif case == "batch-beyond-data":
+        args = ["--set", "train.batch_size=33"]
+    else:
+        assert case == "loss-for-other-labels"  # class labels, and BASE's loss is mse
+        np.savez(ctx.tmp / "classes.npz", x=np.zeros((10, 2)), y=np.arange(10) % 2)
+        config = ctx.config({"run": run,
+                             "data": {"name": "npz", "path": str(ctx.tmp / "classes.npz")}})
+    return ["run", config, "--quiet", *args]
+
+
+REFUSED_NEW = ["missing-data", "init-from-missing-file", "init-from-wrong-shape", "batch-beyond-data",
+               "loss-for-other-labels"]
+
+
+@pytest.mark.parametrize("case", REFUSED_NEW)
+def test_refused_new_run_leaves_no_trace(case, tmp_path):
+    """runs/ did not exist: gdtrain made it for this run, so none of it may remain (an empty
+    run directory would be listed by `gdtrain runs` as a run of unknown status)."""
+    ctx = Ctx(tmp_path, tmp_path)
+    code, out = invoke(*_refused_new_run(ctx, case))
+    assert code == 2, out
+    assert "Traceback" not in out and "gdtrain: error:" in out
+    assert not ctx.runs.exists(), sorted(ctx.runs.rglob("*"))
+
+
+@pytest.mark.parametrize("case", REFUSED_NEW)
+def test_refused_new_run_beside_others_removes_only_its_own_directory(case, tmp_path, good_run):
+    ctx = Ctx(tmp_path, good_run)
+    shutil.copytree(good_run, ctx.runs / "small")
+    before = snapshot(ctx.runs)
+    code, out = invoke(*_refused_new_run(ctx, case, name="new"))
+    assert code == 2, out
+    assert sorted(p.name for p in ctx.runs.iterdir()) == ["small"]
+    assert snapshot(ctx.runs) == before
+
+
+@pytest.mark.skipif(not GDTRAIN.exists() or sys.platform != "linux",
+                    reason="needs the installed gdtrain on Linux")
+@pytest.mark.parametrize("case", ["missing-data", "init-from-missing-file"])
+def test_refused_new_run_leaves_no_trace_with_the_real_executable(case, tmp_path):
+    ctx = Ctx(tmp_path, tmp_path)
+    code, out, _ = run_gdtrain(_refused_new_run(ctx, case), tmp_path)
+    assert code == 2 and "gdtrain: error:" in out and "Traceback" not in out, out
+    assert not ctx.runs.exists(), sorted(ctx.runs.rglob("*"))
+    code, out, _ = run_gdtrain(["runs", ctx.runs.parent / "runs"], tmp_path)
+    assert code == 2 and "no such directory" in out  # named explicitly: an error, not "unknown"
+
+
 # ------------------------------------------------------------------ divergence
 
 
