@@ -87,6 +87,27 @@ def test_eval_json_on_mnist(mnist_run, cli):
 # ------------------------------------------------------------------ small generators
 
 
+def test_readme_softmax_examples_work_in_order_after_make_run(tmp_path, monkeypatch):
+    """README's `gdtrain run configs/mnist_softmax.yaml ...` lines, as a new user types them
+    in a fresh clone right after `make run` trained that config for 1000 steps."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from gdtrain.cli import app
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    examples = [shlex.split(line, comments=True)[1:] for line in readme.splitlines()
+                if line.startswith("gdtrain run configs/mnist_softmax.yaml ")]
+    assert len(examples) >= 3
+    for name in ("configs", "data"):
+        (tmp_path / name).symlink_to(REPO / name)
+    monkeypatch.chdir(tmp_path)
+    for args in [["run", "configs/mnist_softmax.yaml"], *examples]:  # `make run` first
+        result = CliRunner().invoke(app, [*args, "--quiet"])
+        assert result.exit_code == 0, f"gdtrain {shlex.join(args)}: {result.stderr}"
+
+
 def test_run_and_eval_regression_generator(cli, write_config, tmp_path):
     code, out, err = cli("run", write_config(), "--quiet")
     assert code == 0, err
