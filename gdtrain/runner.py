@@ -271,13 +271,15 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             nonlocal last_saved
             bad = trainer.non_finite()
             if bad:
-                raise DivergedError(
-                    trainer.divergence_message(trainer.step_count - 1, f"{bad} is not finite"))
+                raise trainer.diverged(trainer.step_count - 1, f"{bad} is not finite")
             meta = _checkpoint_meta(trainer, config, elapsed(), machinery)
             checkpoint.save(rd.checkpoints, trainer.step_count, trainer.state_arrays(), meta,
                             train_cfg["keep_checkpoints"])
             last_saved = trainer.step_count
 
+        # an overflow becomes a non-finite loss or array, which the divergence check reports
+        # in one line naming the step; NumPy's RuntimeWarnings before it would only be noise
+        blas_threads.enter_context(np.errstate(all="ignore"))
         try:
             while trainer.step_count < total:
                 result = trainer.step()
@@ -307,7 +309,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                         signals.received,
                     )
         except DivergedError as exc:
-            rd.set_status("diverged", step=trainer.step_count, total_steps=total, error=str(exc))
+            rd.set_status("diverged", step=exc.step, total_steps=total, error=str(exc))
             raise
 
         if last_saved != trainer.step_count:

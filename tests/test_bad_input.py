@@ -555,6 +555,10 @@ CASES = [
       "array 'W' has dtype object"),
     C("init-from-missing-file", lambda ctx: ["check", ctx.config({"model": {"init": {"from": "no.npz"}}})],
       "no.npz: no such file"),
+    C("init-from-beyond-float32", lambda ctx: init_from(ctx, W=np.full((2, 1), 1e300), b=np.zeros(1)),
+      "model.init.from", "array 'W' holds 1e+300, beyond the range of float32"),
+    C("init-from-nan", lambda ctx: init_from(ctx, W=np.array([[0.5], [np.nan]]), b=np.zeros(1)),
+      "model.init.from", "array 'W' holds nan, not finite"),
     # --- checkpoints as untrusted input, through eval
     C("ckpt-object-array", lambda ctx: eval_file(ctx, "obj.npz", object_array), "has dtype object"),
     C("ckpt-pickle-renamed", lambda ctx: eval_file(ctx, "pickle.npz", pickle_renamed),
@@ -776,6 +780,67 @@ def test_divergence_names_the_non_finite_parameter():
     with np.errstate(all="ignore"), pytest.raises(DivergedError) as raised:
         trainer.step()
     assert "at step 2: loss is nan" in str(raised.value) and "non-finite parameter W2" in str(raised.value)
+
+
+def test_divergence_reaches_the_user_without_numpy_warnings_and_with_one_step(tmp_path):
+    """The MLP's outputs overflow float32 before its loss turns NaN: NumPy's RuntimeWarnings
+    (overflow in matmul, invalid value in subtract) must not reach the user, and the message,
+    status.json and `gdtrain runs` name the same step: the update whose loss was not finite."""
+    import warnings
+
+    from tool_runs import config as small_config
+    from tool_runs import run as run_small
+    from tool_runs import run_dir as small_run_dir
+
+    from gdtrain.errors import DivergedError
+    from gdtrain.runs_table import describe
+
+    raw = small_config(tmp_path, "mlp", model={"name": "mlp", "hidden": 8},
+                       optimizer={"name": "sgd", "learning_rate": 1e4}, train={"steps": 50, "log_every": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DivergedError) as raised:
+            run_small(raw)
+    assert [str(w.message) for w in caught] == []
+    step = int(str(raised.value).split("at step ")[1].split(":")[0])
+    status = json.loads((small_run_dir(raw) / "status.json").read_text())
+    assert (status["status"], status["step"], status["error"]) == ("diverged", step, str(raised.value))
+    assert describe(small_run_dir(raw))["step"] == step
+    records = [json.loads(line) for line in (small_run_dir(raw) / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == step - 1  # the last update done; its successor's loss was not finite
+
+
+def test_evaluating_weights_whose_outputs_overflow_warns_nothing():
+    import warnings
+
+    from gdtrain.data import Split
+    from gdtrain.evaluate import evaluate
+    from gdtrain.losses import LOSSES
+    from gdtrain.models import MODELS
+
+    model = MODELS.build("mlp", {"hidden": 4}, "model", input_dim=3, output_dim=2)
+    params = {k: np.full(shape, 1e30, np.float32) for k, shape in model.shapes.items()}
+    split = Split(np.ones((5, 3), np.float32), np.array([0, 1, 0, 1, 0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate(model, LOSSES.build("cross_entropy", {}, "loss"), params, split, 2)
+    assert [str(w.message) for w in caught] == []
+    assert result["examples"] == 5
+
+
+@pytest.mark.skipif(not GDTRAIN.exists() or sys.platform != "linux",
+                    reason="needs the installed gdtrain on Linux")
+def test_mnist_mlp_divergence_with_the_real_executable(tmp_path):
+    """The issue's own command: the MNIST MLP at learning rate 1e4."""
+    (tmp_path / "data").symlink_to(REPO / "data")
+    code, out, _ = run_gdtrain(["run", REPO / "configs" / "mnist_mlp.yaml", "-q", "--set",
+                                "optimizer.learning_rate=1e4", "--set", "run.name=x"], tmp_path)
+    assert code == 3, out
+    assert "Warning" not in out and "numpy" not in out.lower(), out
+    assert out.strip().splitlines()[-1].startswith("gdtrain: error: training diverged at step ")
+    step = int(out.split("at step ")[1].split(":")[0])
+    code, table, _ = run_gdtrain(["runs", "--json"], tmp_path)
+    assert code == 0 and [(r["status"], r["step"]) for r in json.loads(table)] == [("diverged", step)]
 
 
 # ------------------------------------------------------------------ the real executable
