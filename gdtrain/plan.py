@@ -16,7 +16,7 @@ from .config import run_dir
 from .data import load_dataset
 from .errors import CheckpointError
 from .rundir import RunDir
-from .runner import resume_decision
+from .runner import ALTERNATIVES, resume_decision
 from .train import Trainer
 
 SCAN_LIMIT = 5_000_000  # steps whose learning rate is computed one by one
@@ -207,7 +207,8 @@ def resume_plan(trainer: Trainer, config: dict) -> dict:
         out.update(action="refuse", detail=decision.refusal)
     elif decision.needs_flag:
         out.update(action="resume-needs-flag", detail=f"would resume from step {step} only with "
-                   "--allow-config-change (" + ", ".join(k for k, _, _ in decision.guarded) + " changed)")
+                   "--allow-config-change (" + ", ".join(k for k, _, _ in decision.guarded) + " changed)"
+                   f"; or use {ALTERNATIVES}")
     elif step >= total:
         out.update(action="done", detail=f"already at step {step} of {total}: would only evaluate")
     else:

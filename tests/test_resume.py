@@ -230,3 +230,6 @@ def test_every_resume_refusal_offers_restart_and_a_new_run_name(tmp_path, cli):
         code, _, err = cli("run", config, "-q", "--set", override)
         assert code == 2
         assert "--restart" in err and "--set run.name=" in err, err
+        code, out, err = cli("plan", config, "--set", override, "--json")
+        detail = json.loads(out)["resume"]["detail"]
+        assert code == 0 and "--restart" in detail and "--set run.name=" in detail, detail
