@@ -118,6 +118,9 @@ class ResumeDecision:
 
 
 def resume_decision(saved: dict, config: dict, step: int, total: int, where: Path) -> ResumeDecision:
+    """Resuming `where` at `step` (its checkpoint's config `saved`) with `config`, `total` steps
+    long: refused for a change to what defines the run or a length below `step`; guarded for
+    a new update rule. The refusals say what to do instead."""
     refused, guarded, allowed = classify_drift(saved, config)
     refusal = needs_flag = None
     if refused:
@@ -153,8 +156,8 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
     """Load the newest good checkpoint into `trainer`; return (step, elapsed).
 
     Damaged checkpoints are skipped with a warning naming each; the first one that
-    verifies decides the config drift and length check. Nothing on disk is changed here, so a
-    refused resume leaves the run exactly as it was.
+    verifies decides (`resume_decision`). Nothing on disk is changed here, so a refused
+    resume leaves the run exactly as it was.
     """
     notes: list[str] = []
 
@@ -212,9 +215,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     rd.lock()
     signals = _Signals()
     started = False  # whether status.json is ours to update on failure
-    blas_threads = contextlib.ExitStack()
+    scoped = contextlib.ExitStack()  # BLAS threads; NumPy's error state in the loop
     try:
-        blas_threads.enter_context(compute.threads(config["run"].get("threads"), reporter.warning))
+        scoped.enter_context(compute.threads(config["run"].get("threads"), reporter.warning))
         machinery = compute.describe()
         t_load = time.perf_counter()
         if dataset is None:
@@ -279,7 +282,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
 
         # an overflow becomes a non-finite loss or array, which the divergence check reports
         # in one line naming the step; NumPy's RuntimeWarnings before it would only be noise
-        blas_threads.enter_context(np.errstate(all="ignore"))
+        scoped.enter_context(np.errstate(all="ignore"))
         try:
             while trainer.step_count < total:
                 result = trainer.step()
@@ -309,7 +312,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                         signals.received,
                     )
         except DivergedError as exc:
-            rd.set_status("diverged", step=exc.step, total_steps=total, error=str(exc))
+            step = trainer.step_count if exc.step is None else exc.step  # the update to blame
+            rd.set_status("diverged", step=step, total_steps=total, error=str(exc))
             raise
 
         if last_saved != trainer.step_count:
@@ -336,7 +340,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             rd.set_status("failed", step=trainer.step_count, total_steps=trainer.total_steps, error=str(exc))
         raise
     finally:
-        blas_threads.close()
+        scoped.close()
         if not started:
             rd.discard()
         rd.unlock()
