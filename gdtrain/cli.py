@@ -282,11 +282,22 @@ def check(
 
 @app.command()
 @handles_errors
-def verify(target: Annotated[Path, typer.Argument(help="Run directory.")]):
-    """Check every checkpoint of a run; exit 1 if any is damaged."""
+def verify(target: Annotated[Path, typer.Argument(help="Run directory, or one checkpoint file.")]):
+    """Check every checkpoint of a run (or the one file given); exit 1 if any is damaged."""
     from . import checkpoint
     from .errors import CheckFailed, CheckpointError
 
+    if target.is_file():
+        try:
+            _, meta = checkpoint.load(target)
+        except CheckpointError as exc:
+            _console().print(f"[red]BAD[/]   {_escape(str(target))}")
+            raise CheckFailed(str(exc)) from None
+        _console().print(f"[green]good[/]  {_escape(str(target))}  step {meta['step']}, "
+                         f"{len(meta['arrays'])} arrays")
+        return
+    if not target.exists():
+        raise CheckpointError(f"{target}: no such run directory or checkpoint")
     directory = target / "checkpoints" if (target / "checkpoints").is_dir() else target
     found = checkpoint.list_checkpoints(directory)
     if not found:
@@ -330,23 +341,27 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
 @handles_errors
 def runs_(
     directory: Annotated[
-        Path, typer.Argument(help="Directory of run directories, or one run.")
-    ] = Path("runs"),
+        Path | None, typer.Argument(help="Directory of run directories, or one run (default runs/; "
+                                    "one named that does not exist is an error).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ):
     """A table of runs: status, step / total, last loss, last and best evaluation, wall time."""
     from .runs_table import table
 
-    rows = table(directory)
+    # runs/ is made by the first run: before it, there are simply no runs yet
+    default = directory is None
+    directory = Path("runs") if default else directory
+    rows = [] if default and not directory.exists() else table(directory)
     if as_json:
         print(json.dumps(rows, indent=1))
-        return
-    if not rows:
-        _console(stderr=True).print(f"{_escape(str(directory))}: no runs")
         return
     from .views import render_runs
 
     render_runs(_console(), rows)
+    if not rows:
+        _console(stderr=True).print(f"{_escape(str(directory))}: no runs yet"
+                                    + ("; `gdtrain run CONFIG` makes runs/<run.name>" if default else ""))
 
 
 @app.command()

@@ -43,9 +43,13 @@ class RunDirError(GdtrainError):
 
 
 class DivergedError(GdtrainError):
-    """A loss, gradient or parameter became non-finite."""
+    """A loss, gradient or parameter became non-finite at `step` (the update to blame)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, step: int | None = None):
+        super().__init__(message)
+        self.step = step
 
 
 class CheckFailed(GdtrainError):

@@ -54,6 +54,13 @@ def reported_metrics(loss: Loss, y: np.ndarray) -> tuple[str, ...]:
 
 def evaluate(model: Model, loss: Loss, params: dict, split: Split,
              num_classes: int | None) -> dict:
+    # finite weights large enough to overflow the outputs give an inf or NaN loss, which says
+    # it; NumPy's RuntimeWarnings would only print before the figures
+    with np.errstate(all="ignore"):
+        return _evaluate(model, loss, params, split, num_classes)
+
+
+def _evaluate(model: Model, loss: Loss, params: dict, split: Split, num_classes: int | None) -> dict:
     out = outputs(model, params, split.x)
     result: dict = {"examples": len(split), "loss": loss.mean_over(out, split.y)}
     if split.y.ndim == 2:

@@ -14,10 +14,11 @@ a relative error that stays meaningful when single entries of the gradient are 0
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 
-from .data import Dataset, Split, load_dataset
+from .data import Split, load_dataset
 from .train import Trainer
 
 TOLERANCE = 1e-6
@@ -33,7 +34,9 @@ def gradcheck(config: dict, batch: int = 8, entries: int = 20, tolerance: float 
     x = full.train.x[:batch].astype(np.float64)
     y = full.train.y[:batch]
     y = y if y.dtype.kind == "i" else y.astype(np.float64)
-    dataset = Dataset(full.name, Split(x, y), num_classes=full.num_classes, class_names=full.class_names)
+    # the other splits stay as they are: the Trainer checks the config against them
+    # (train.eval_split: validation), though the check itself uses the training batch only
+    dataset = dataclasses.replace(full, train=Split(x, y))
     cfg = copy.deepcopy(config)
     cfg["run"]["dtype"] = "float64"
     cfg["train"]["batch_size"] = batch

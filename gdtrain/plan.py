@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 
 from . import checkpoint, early_stopping
-from .config import classify_drift, run_dir
+from .config import run_dir
 from .data import load_dataset
 from .errors import CheckpointError
 from .rundir import RunDir
+from .runner import ALTERNATIVES, resume_decision
 from .train import Trainer
 
 SCAN_LIMIT = 5_000_000  # steps whose learning rate is computed one by one
@@ -172,7 +173,7 @@ def ema_plan(trainer: Trainer, total: int) -> dict | None:
 
 
 class _Refused(Exception):
-    """Stops the checkpoint search: this checkpoint's config differs in a frozen key."""
+    """Stops the checkpoint search: the run may not resume from this checkpoint."""
 
     def __init__(self, path, meta: dict):
         super().__init__(str(path))
@@ -191,14 +192,15 @@ def resume_plan(trainer: Trainer, config: dict) -> dict:
         return {"action": "start", "detail": f"{rd.path} has no checkpoint; training starts at step 0"
                 + ("; its old metrics.jsonl would be discarded" if rd.metrics.exists() else ""),
                 "in_use": busy}
-    # the runner's search: the newest checkpoint that verifies; its config decides, and a
-    # refused change stops the search there; one whose arrays do not fit is skipped
+    # the runner's search: the newest checkpoint that verifies; the runner's decision on
+    # it, and a refusal stops the search there; one whose arrays do not fit is skipped
     skipped: list[str] = []
-    drift: list = []
+    decided: list = []
 
     def accept(path, arrays: dict, meta: dict) -> None:
-        drift[:] = classify_drift(checkpoint.saved_config(path, meta), config)
-        if drift[0]:
+        decided[:] = [resume_decision(checkpoint.saved_config(path, meta), config, int(meta["step"]),
+                                      total, rd.path)]
+        if decided[0].refusal:
             raise _Refused(path, meta)
         try:
             trainer.check_state(arrays)
@@ -215,15 +217,15 @@ def resume_plan(trainer: Trainer, config: dict) -> dict:
                           "`gdtrain verify` tells why, --restart starts over"}
     path, _, meta = found
     step = int(meta["step"])
-    out = {"checkpoint": str(path), "step": step, "skipped": skipped, "in_use": busy}
-    refused, guarded, allowed = drift
-    out["changes"] = [{"key": k, "was": a, "now": b} for k, a, b in refused + guarded + allowed]
-    if refused:
-        out.update(action="refuse", detail="keys that cannot change on resume differ: "
-                   + ", ".join(k for k, _, _ in refused) + "; use --restart or a new run.name")
-    elif guarded:
+    decision = decided[0]
+    out = {"checkpoint": str(path), "step": step, "skipped": skipped, "in_use": busy,
+           "changes": [{"key": k, "was": a, "now": b} for k, a, b in decision.changes]}
+    if decision.refusal:
+        out.update(action="refuse", detail=decision.refusal)
+    elif decision.needs_flag:
         out.update(action="resume-needs-flag", detail=f"would resume from step {step} only with "
-                   "--allow-config-change (" + ", ".join(k for k, _, _ in guarded) + " changed)")
+                   "--allow-config-change (" + ", ".join(k for k, _, _ in decision.guarded) + " changed)"
+                   f"; or use {ALTERNATIVES}")
     elif _stopped_early(config, meta, path, out):
         pass
     elif step >= total:

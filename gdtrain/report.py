@@ -98,7 +98,7 @@ class ConsoleReporter(Reporter):
         if raw and "accuracy" in raw:
             rows.append((f"accuracy ({raw['split']}, raw weights)", _fmt(raw["accuracy"])))
         rows += [
-            ("training time", f"{summary['train_seconds']:.2f}s"),
+            ("training time", _training_time(summary)),
             ("checkpoint", summary["checkpoint"]),
         ]
         if summary.get("compute"):
@@ -114,6 +114,13 @@ class ConsoleReporter(Reporter):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _training_time(summary: dict) -> str:
+    """This process's time; after a resume also the whole run's, as metrics.jsonl counts it."""
+    if not summary["resumed_from"]:
+        return f"{summary['train_seconds']:.2f}s"
+    return f"{summary['train_seconds']:.2f}s this session, {summary['elapsed']:.2f}s in all"
 
 
 def _figures(record: dict) -> list[tuple[str, str]]:

@@ -22,6 +22,8 @@ from . import checkpoint
 from .checkpoint import describe_os_error
 from .errors import RunDirError
 
+LOCK_ATTEMPTS = 10  # a lock file removed under us this often is being deleted on purpose
+
 
 @contextlib.contextmanager
 def _io(what: str, path: Path):
@@ -38,6 +40,16 @@ def _read_pid(fd: int) -> int | None:
     return int(first) if first.isdigit() else None
 
 
+def _is_file_of(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is the file `path` names now (not removed or replaced)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     checkpoint.write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
@@ -51,6 +63,8 @@ class RunDir:
         self.config_file = self.path / "config.yaml"
         self._lock_fd: int | None = None
         self._metrics_fh = None
+        self.created: list[Path] = []  # directories this process made, outermost first
+        self._made_lock = False
 
     # ------------------------------------------------------------ one writer
 
@@ -58,12 +72,13 @@ class RunDir:
         """Create the directories and prove we can write in both, before any training.
 
         The run directory takes the log and status, checkpoints/ the saves: a run that
-        could not save must fail now, not after hours of training.
+        could not save must fail now, not after hours of training. The directories made
+        here are recorded in `created`, for `discard`.
         """
         for directory in (self.path, self.checkpoints):
             probe = directory / f"{checkpoint.TMP_PREFIX}probe.{os.getpid()}"
             try:
-                directory.mkdir(parents=True, exist_ok=True)
+                self._make(directory)
                 with open(probe, "wb") as f:
                     f.write(b"ok")
                     f.flush()
@@ -74,27 +89,63 @@ class RunDir:
                     probe.unlink()
                 except OSError:
                     pass
+                self._remove_created()
                 raise RunDirError(
                     f"run directory {directory} is not writable: {describe_os_error(exc)}"
                 ) from None
 
+    def _make(self, directory: Path) -> None:
+        """mkdir -p, one level at a time, so that exactly the levels made here are recorded."""
+        missing = []
+        level = directory
+        while not level.exists() and level != level.parent:
+            missing.append(level)
+            level = level.parent
+        for level in reversed(missing):
+            try:
+                level.mkdir()
+            except FileExistsError:
+                continue  # made by another process at the same moment: not ours to remove
+            self.created.append(level)
+
     def lock(self) -> None:
-        """Take the run's lock; a lock left by a killed process is free again (flock)."""
+        """Take the run's lock; a lock left by a killed process is free again (flock).
+
+        A refused new run removes its lock file while holding it (`discard`). A process
+        that opened that file just before could then lock a file that is no longer the
+        run's, which would guard nothing; so the lock counts only if the file locked is
+        still the run's .lock, and is taken again otherwise (on a new file, in the
+        directory made again if it went too).
+        """
         path = self.path / ".lock"
-        with _io("open the lock file", path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-            holder = _read_pid(fd) if busy else None
-            os.close(fd)
-            if not busy:
-                raise RunDirError(f"could not lock {path}: {describe_os_error(exc)}") from None
-            raise RunDirError(
-                f"run directory {self.path} is in use by another gdtrain process "
-                f"(pid {holder or 'unknown'}); wait for it to finish or stop it"
-            ) from None
+        for _ in range(LOCK_ATTEMPTS):
+            made = not path.exists()
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                self.ensure_writable()  # the run directory was removed under us
+                continue
+            except OSError as exc:
+                raise RunDirError(f"could not open the lock file {path}: {describe_os_error(exc)}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+                holder = _read_pid(fd) if busy else None
+                os.close(fd)
+                if not busy:
+                    raise RunDirError(f"could not lock {path}: {describe_os_error(exc)}") from None
+                raise RunDirError(
+                    f"run directory {self.path} is in use by another gdtrain process "
+                    f"(pid {holder or 'unknown'}); wait for it to finish or stop it"
+                ) from None
+            if not _is_file_of(fd, path):
+                os.close(fd)
+                continue
+            break
+        else:
+            raise RunDirError(f"could not lock {path}: the file was removed under gdtrain "
+                              f"{LOCK_ATTEMPTS} times; is another program deleting it?")
         # write the new pid over the old one, then cut: a reader never sees an empty file
         record = f"{os.getpid()}\n".encode()
         try:
@@ -104,6 +155,7 @@ class RunDir:
             os.close(fd)
             raise RunDirError(f"could not write {path}: {describe_os_error(exc)}") from None
         self._lock_fd = fd
+        self._made_lock = made
 
     def writer_alive(self) -> bool:
         """Whether the process that last wrote status.json still exists.
@@ -131,6 +183,28 @@ class RunDir:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+    def discard(self) -> None:
+        """Remove what this process added for a start refused before its first step: its
+        config.yaml and lock file in a directory it made, and the directories it made.
+
+        Called by the lock holder before `unlock`: a refused new run leaves no trace (an
+        empty run directory would be listed by `gdtrain runs` as a run of unknown
+        state). An existing run keeps every byte, and a directory in which another
+        process has put a file stays (rmdir removes only empty ones).
+        """
+        assert self._lock_fd is not None, "only the lock holder may discard"
+        if self.path in self.created:
+            self.config_file.unlink(missing_ok=True)
+        if self._made_lock:
+            (self.path / ".lock").unlink(missing_ok=True)  # still locked: see lock()
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for directory in reversed(self.created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        self.created.clear()
 
     # ------------------------------------------------------------ contents (lock holder only)
 

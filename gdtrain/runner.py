@@ -102,22 +102,54 @@ def _changes(changes: list) -> str:
     return ", ".join(f"{key}: {_show(old)} -> {_show(new)}" for key, old, new in changes)
 
 
-def _check_drift(saved: dict, config: dict, where: Path, allow: bool) -> list[str]:
-    """Refuse or permit the config changes since a checkpoint; return notes on the permitted ones."""
+# what a user can do instead of resuming: part of every resume refusal
+ALTERNATIVES = ("--restart to train it again from step 0 (deleting its checkpoints), "
+                "or --set run.name=NEW for a separate run")
+
+
+@dataclass
+class ResumeDecision:
+    """Whether a run saved at `step` may resume with a config: `run` acts on it, `plan`
+    reports it. `changes` are (key, saved value, new value), the refused ones included."""
+
+    refusal: str | None  # it may not resume: why, and what to do instead
+    needs_flag: str | None  # only with --allow-config-change: why
+    guarded: list
+    changes: list
+
+
+def resume_decision(saved: dict, config: dict, step: int, total: int, where: Path) -> ResumeDecision:
+    """Resuming `where` at `step` (its checkpoint's config `saved`) with `config`, `total` steps
+    long: refused for a change to what defines the run or a length below `step`; guarded for
+    a new update rule. The refusals say what to do instead."""
     refused, guarded, allowed = classify_drift(saved, config)
+    refusal = needs_flag = None
     if refused:
-        raise ConfigError(
-            f"cannot resume {where} with a different model, data, loss, seed, dtype, batch or "
-            f"trainable list: {_changes(refused)}; use --restart to start over, or a new run.name"
-        )
-    if guarded and not allow:
+        refusal = (f"cannot resume {where} with a different model, data, loss, seed, dtype, batch or "
+                   f"trainable list: {_changes(refused)}; use {ALTERNATIVES}")
+    elif step > total:
+        # accepting it would record a length the run is already past (runs: 1000/50)
+        train = config["train"]
+        key = "steps" if train.get("steps") is not None else "epochs"
+        asked = f"{train[key]}" + ("" if key == "steps" else f" ({total} steps)")
+        refusal = (f"train.{key}: {asked} is below step {step}, which {where} has already reached; "
+                   f"a run cannot be shortened: use {ALTERNATIVES}")
+    elif guarded:
         length = any(k in ("train.steps", "train.epochs") for k, _, _ in guarded)
         why = "; the schedule spans the whole run: a new length changes its learning rates" if length else ""
-        raise ConfigError(
-            f"resuming {where} with a changed optimizer, schedule, l2 or ema needs "
-            f"--allow-config-change: {_changes(guarded)}{why}"
-        )
-    return [f"config change on resume: {_changes([c])}" for c in guarded + allowed]
+        needs_flag = (f"resuming {where} with a changed optimizer, schedule, l2 or ema needs "
+                      f"--allow-config-change: {_changes(guarded)}{why}; or use {ALTERNATIVES}")
+    return ResumeDecision(refusal, needs_flag, guarded, refused + guarded + allowed)
+
+
+def _check_resume(saved: dict, config: dict, step: int, total: int, where: Path, allow: bool) -> list[str]:
+    """Refuse or permit resuming at `step`; return notes on the permitted config changes."""
+    decision = resume_decision(saved, config, step, total, where)
+    if decision.refusal:
+        raise ConfigError(decision.refusal)
+    if decision.needs_flag and not allow:
+        raise ConfigError(decision.needs_flag)
+    return [f"config change on resume: {_changes([c])}" for c in decision.changes]
 
 
 def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
@@ -125,14 +157,15 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
     """Load the newest good checkpoint into `trainer`; return (step, elapsed, its metadata).
 
     Damaged checkpoints are skipped with a warning naming each; the first one that
-    verifies decides the config drift check. Nothing on disk is changed here, so a
-    refused resume leaves the run exactly as it was.
+    verifies decides (`resume_decision`). Nothing on disk is changed here, so a refused
+    resume leaves the run exactly as it was.
     """
     notes: list[str] = []
 
     def accept(path: Path, arrays: dict, meta: dict) -> None:
         saved = checkpoint.saved_config(path, meta)
-        notes[:] = _check_drift(saved, config, rd.path, opts.allow_config_change)
+        notes[:] = _check_resume(saved, config, int(meta["step"]), trainer.total_steps, rd.path,
+                                 opts.allow_config_change)
         try:
             trainer.check_state(arrays)
         except CheckpointError as exc:
@@ -199,15 +232,17 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     train_cfg = config["train"]
 
     # Writability and the lock come first: a second run on the same directory, or one
-    # that could never save, stops at once instead of after loading the data.
+    # that could never save, stops at once instead of after loading the data. A run
+    # refused before its first step (data, weights or batch that do not fit) takes back
+    # what it made for this: a new run leaves no trace, an existing one every byte.
     rd = RunDir(run_dir(config))
     rd.ensure_writable()
     rd.lock()
     signals = _Signals()
     started = False  # whether status.json is ours to update on failure
-    blas_threads = contextlib.ExitStack()
+    scoped = contextlib.ExitStack()  # BLAS threads; NumPy's error state in the loop
     try:
-        blas_threads.enter_context(compute.threads(config["run"].get("threads"), reporter.warning))
+        scoped.enter_context(compute.threads(config["run"].get("threads"), reporter.warning))
         machinery = compute.describe()
         t_load = time.perf_counter()
         if dataset is None:
@@ -290,8 +325,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             nonlocal last_saved
             bad = trainer.non_finite()
             if bad:
-                raise DivergedError(
-                    trainer.divergence_message(trainer.step_count - 1, f"{bad} is not finite"))
+                raise trainer.diverged(trainer.step_count - 1, f"{bad} is not finite")
             meta = _checkpoint_meta(trainer, config, elapsed(), machinery)
             if tracker is not None:
                 meta["tracker"] = tracker.state()
@@ -299,6 +333,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                             train_cfg["keep_checkpoints"], best=best)
             last_saved = trainer.step_count
 
+        # an overflow becomes a non-finite loss or array, which the divergence check reports
+        # in one line naming the step; NumPy's RuntimeWarnings before it would only be noise
+        scoped.enter_context(np.errstate(all="ignore"))
         try:
             while trainer.step_count < total and not already_stopped:
                 result = trainer.step()
@@ -333,7 +370,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                         signals.received,
                     )
         except DivergedError as exc:
-            rd.set_status("diverged", step=trainer.step_count, total_steps=total, error=str(exc))
+            step = trainer.step_count if exc.step is None else exc.step  # the update to blame
+            rd.set_status("diverged", step=step, total_steps=total, error=str(exc))
             raise
 
         if last_saved != trainer.step_count:
@@ -368,7 +406,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             rd.set_status("failed", step=trainer.step_count, total_steps=trainer.total_steps, error=str(exc))
         raise
     finally:
-        blas_threads.close()
+        scoped.close()
+        if not started:
+            rd.discard()
         rd.unlock()
         signals.restore()  # last: a Ctrl-C from here on finds nothing left to protect
 

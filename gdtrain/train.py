@@ -77,7 +77,15 @@ def initial_params(model: Model, init_cfg, seed: int, dtype) -> dict[str, np.nda
         if missing:
             raise DataError(f"model.init.from: {path} lacks {', '.join(missing)} "
                             f"(has {', '.join(arrays) or 'nothing'})")
-        return {k: arrays[k].astype(dtype) for k in model.shapes}
+        params = {}
+        for k in model.shapes:
+            with np.errstate(all="ignore"):  # an overflow is reported below, not as a warning
+                params[k] = arrays[k].astype(dtype)
+            if not np.isfinite(params[k]).all():
+                source = arrays[k][~np.isfinite(params[k])].flat[0]
+                why = "not finite" if not np.isfinite(source) else f"beyond the range of {np.dtype(dtype)}"
+                raise DataError(f"model.init.from: {path}: array {k!r} holds {source:g}, {why}")
+        return params
     specs: dict = dict(model.default_init)
     if isinstance(init_cfg, str) or (isinstance(init_cfg, dict) and "name" in init_cfg):
         # one initializer for the model: the weight matrices; biases stay at zero
@@ -179,7 +187,7 @@ class Trainer:
         x, y = self.stream.batch(step)
         loss, grads = self.gradients(self.params, x, y)
         if not math.isfinite(loss):
-            raise DivergedError(self.divergence_message(step, f"loss is {loss}"))
+            raise self.diverged(step, f"loss is {loss}")
         lr = self.lr(step)
         updates, self.opt_state = self.optimizer.update(grads, self.opt_state, lr)
         for k, u in updates.items():
@@ -192,9 +200,10 @@ class Trainer:
                 shadow -= (shadow - self.params[k]) * one_minus_decay
         return StepResult(self.step_count, loss, lr)
 
-    def divergence_message(self, step: int, what: str) -> str:
-        """Name the step and the array to blame: the non-finite parameters, or, when every
-        parameter is still finite (the outputs overflowed), the largest one."""
+    def diverged(self, step: int, what: str) -> DivergedError:
+        """The error for update `step` + 1 (the one whose loss, or whose result, was not
+        finite), naming it and the array to blame: the non-finite parameters, or, when
+        every parameter is still finite (the outputs overflowed), the largest one."""
         bad = [k for k, v in self.params.items() if not np.isfinite(v).all()]
         if bad:
             # the loss before this step's update was finite, so an earlier update did it
@@ -204,8 +213,8 @@ class Trainer:
             big = max(sizes, key=sizes.get) if sizes else None
             where = (f"; parameters are finite but {big} reaches {sizes[big]:.3g}, so the outputs "
                      f"overflow {self.dtype}") if big else ""
-        return (f"training diverged at step {step + 1}: {what}{where} "
-                f"(learning rate {self.lr(step):g}); lower optimizer.learning_rate")
+        return DivergedError(f"training diverged at step {step + 1}: {what}{where} "
+                             f"(learning rate {self.lr(step):g}); lower optimizer.learning_rate", step + 1)
 
     def l2_term(self, params: dict | None = None) -> float:
         params = self.params if params is None else params

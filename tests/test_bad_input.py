@@ -612,6 +612,10 @@ CASES = [
       "array 'W' has dtype object"),
     C("init-from-missing-file", lambda ctx: ["check", ctx.config({"model": {"init": {"from": "no.npz"}}})],
       "no.npz ('no.npz' in", "config.yaml, relative to the config file's directory): no such file"),
+    C("init-from-beyond-float32", lambda ctx: init_from(ctx, W=np.full((2, 1), 1e300), b=np.zeros(1)),
+      "model.init.from", "array 'W' holds 1e+300, beyond the range of float32"),
+    C("init-from-nan", lambda ctx: init_from(ctx, W=np.array([[0.5], [np.nan]]), b=np.zeros(1)),
+      "model.init.from", "array 'W' holds nan, not finite"),
     # --- checkpoints as untrusted input, through eval
     C("ckpt-object-array", lambda ctx: eval_file(ctx, "obj.npz", object_array), "has dtype object"),
     C("ckpt-pickle-renamed", lambda ctx: eval_file(ctx, "pickle.npz", pickle_renamed),
@@ -744,6 +748,67 @@ def test_refused_run_leaves_existing_run_byte_identical(args, tmp_path, good_run
     assert snapshot(run) == before
 
 
+def _refused_new_run(ctx: Ctx, case: str, name: str = "small") -> list:
+    """The command line of a `run` that passes the config check but is refused once gdtrain
+    holds the run directory: the data, the initial weights or the batch do not fit."""
+    run = {"name": name, "dir": str(ctx.runs)}
+    config, args = ctx.config({"run": run}), []
+    if case == "missing-data":
+        config = ctx.mnist(run=run)
+        args = ["--set", "data.dir=/nonexistent"]
+    elif case == "init-from-missing-file":
+        args = ["--set", f"model.init={{from: {ctx.tmp / 'absent.npz'}}}"]
+    elif case == "init-from-wrong-shape":
+        np.savez(ctx.tmp / "init.npz", W=np.zeros((3, 1)), b=np.zeros(1))
+        args = ["--set", f"model.init={{from: {ctx.tmp / 'init.npz'}}}"]
+    elif case == "batch-beyond-data":
+        args = ["--set", "train.batch_size=33"]
+    else:
+        assert case == "loss-for-other-labels"  # class labels, and BASE's loss is mse
+        np.savez(ctx.tmp / "classes.npz", x=np.zeros((10, 2)), y=np.arange(10) % 2)
+        config = ctx.config({"run": run,
+                             "data": {"name": "npz", "path": str(ctx.tmp / "classes.npz")}})
+    return ["run", config, "--quiet", *args]
+
+
+REFUSED_NEW = ["missing-data", "init-from-missing-file", "init-from-wrong-shape", "batch-beyond-data",
+               "loss-for-other-labels"]
+
+
+@pytest.mark.parametrize("case", REFUSED_NEW)
+def test_refused_new_run_leaves_no_trace(case, tmp_path):
+    """runs/ did not exist: gdtrain made it for this run, so none of it may remain (an empty
+    run directory would be listed by `gdtrain runs` as a run of unknown status)."""
+    ctx = Ctx(tmp_path, tmp_path)
+    code, out = invoke(*_refused_new_run(ctx, case))
+    assert code == 2, out
+    assert "Traceback" not in out and "gdtrain: error:" in out
+    assert not ctx.runs.exists(), sorted(ctx.runs.rglob("*"))
+
+
+@pytest.mark.parametrize("case", REFUSED_NEW)
+def test_refused_new_run_beside_others_removes_only_its_own_directory(case, tmp_path, good_run):
+    ctx = Ctx(tmp_path, good_run)
+    shutil.copytree(good_run, ctx.runs / "small")
+    before = snapshot(ctx.runs)
+    code, out = invoke(*_refused_new_run(ctx, case, name="new"))
+    assert code == 2, out
+    assert sorted(p.name for p in ctx.runs.iterdir()) == ["small"]
+    assert snapshot(ctx.runs) == before
+
+
+@pytest.mark.skipif(not GDTRAIN.exists() or sys.platform != "linux",
+                    reason="needs the installed gdtrain on Linux")
+@pytest.mark.parametrize("case", ["missing-data", "init-from-missing-file"])
+def test_refused_new_run_leaves_no_trace_with_the_real_executable(case, tmp_path):
+    ctx = Ctx(tmp_path, tmp_path)
+    code, out, _ = run_gdtrain(_refused_new_run(ctx, case), tmp_path)
+    assert code == 2 and "gdtrain: error:" in out and "Traceback" not in out, out
+    assert not ctx.runs.exists(), sorted(ctx.runs.rglob("*"))
+    code, out, _ = run_gdtrain(["runs", ctx.runs.parent / "runs"], tmp_path)
+    assert code == 2 and "no such directory" in out  # named explicitly: an error, not "unknown"
+
+
 # ------------------------------------------------------------------ divergence
 
 
@@ -787,6 +852,67 @@ def test_divergence_names_the_non_finite_parameter():
     with np.errstate(all="ignore"), pytest.raises(DivergedError) as raised:
         trainer.step()
     assert "at step 2: loss is nan" in str(raised.value) and "non-finite parameter W2" in str(raised.value)
+
+
+def test_divergence_reaches_the_user_without_numpy_warnings_and_with_one_step(tmp_path):
+    """The MLP's outputs overflow float32 before its loss turns NaN: NumPy's RuntimeWarnings
+    (overflow in matmul, invalid value in subtract) must not reach the user, and the message,
+    status.json and `gdtrain runs` name the same step: the update whose loss was not finite."""
+    import warnings
+
+    from tool_runs import config as small_config
+    from tool_runs import run as run_small
+    from tool_runs import run_dir as small_run_dir
+
+    from gdtrain.errors import DivergedError
+    from gdtrain.runs_table import describe
+
+    raw = small_config(tmp_path, "mlp", model={"name": "mlp", "hidden": 8},
+                       optimizer={"name": "sgd", "learning_rate": 1e4}, train={"steps": 50, "log_every": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DivergedError) as raised:
+            run_small(raw)
+    assert [str(w.message) for w in caught] == []
+    step = int(str(raised.value).split("at step ")[1].split(":")[0])
+    status = json.loads((small_run_dir(raw) / "status.json").read_text())
+    assert (status["status"], status["step"], status["error"]) == ("diverged", step, str(raised.value))
+    assert describe(small_run_dir(raw))["step"] == step
+    records = [json.loads(line) for line in (small_run_dir(raw) / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == step - 1  # the last update done; its successor's loss was not finite
+
+
+def test_evaluating_weights_whose_outputs_overflow_warns_nothing():
+    import warnings
+
+    from gdtrain.data import Split
+    from gdtrain.evaluate import evaluate
+    from gdtrain.losses import LOSSES
+    from gdtrain.models import MODELS
+
+    model = MODELS.build("mlp", {"hidden": 4}, "model", input_dim=3, output_dim=2)
+    params = {k: np.full(shape, 1e30, np.float32) for k, shape in model.shapes.items()}
+    split = Split(np.ones((5, 3), np.float32), np.array([0, 1, 0, 1, 0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate(model, LOSSES.build("cross_entropy", {}, "loss"), params, split, 2)
+    assert [str(w.message) for w in caught] == []
+    assert result["examples"] == 5
+
+
+@pytest.mark.skipif(not GDTRAIN.exists() or sys.platform != "linux",
+                    reason="needs the installed gdtrain on Linux")
+def test_mnist_mlp_divergence_with_the_real_executable(tmp_path):
+    """The issue's own command: the MNIST MLP at learning rate 1e4."""
+    (tmp_path / "data").symlink_to(REPO / "data")
+    code, out, _ = run_gdtrain(["run", REPO / "configs" / "mnist_mlp.yaml", "-q", "--set",
+                                "optimizer.learning_rate=1e4", "--set", "run.name=x"], tmp_path)
+    assert code == 3, out
+    assert "Warning" not in out and "numpy" not in out.lower(), out
+    assert out.strip().splitlines()[-1].startswith("gdtrain: error: training diverged at step ")
+    step = int(out.split("at step ")[1].split(":")[0])
+    code, table, _ = run_gdtrain(["runs", "--json"], tmp_path)
+    assert code == 0 and [(r["status"], r["step"]) for r in json.loads(table)] == [("diverged", step)]
 
 
 # ------------------------------------------------------------------ the real executable

@@ -87,6 +87,27 @@ def test_eval_json_on_mnist(mnist_run, cli):
 # ------------------------------------------------------------------ small generators
 
 
+def test_readme_softmax_examples_work_in_order_after_make_run(tmp_path, monkeypatch):
+    """README's `gdtrain run configs/mnist_softmax.yaml ...` lines, as a new user types them
+    in a fresh clone right after `make run` trained that config for 1000 steps."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from gdtrain.cli import app
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    examples = [shlex.split(line, comments=True)[1:] for line in readme.splitlines()
+                if line.startswith("gdtrain run configs/mnist_softmax.yaml ")]
+    assert len(examples) >= 3
+    for name in ("configs", "data"):
+        (tmp_path / name).symlink_to(REPO / name)
+    monkeypatch.chdir(tmp_path)
+    for args in [["run", "configs/mnist_softmax.yaml"], *examples]:  # `make run` first
+        result = CliRunner().invoke(app, [*args, "--quiet"])
+        assert result.exit_code == 0, f"gdtrain {shlex.join(args)}: {result.stderr}"
+
+
 def test_run_and_eval_regression_generator(cli, write_config, tmp_path):
     code, out, err = cli("run", write_config(), "--quiet")
     assert code == 0, err
@@ -139,6 +160,40 @@ def test_resume_after_raising_steps_equals_one_straight_run(cli, write_config, t
     assert set(a) == set(b) and any(k.startswith("ema/") for k in a)
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
+
+
+def test_a_resumed_runs_summary_gives_this_sessions_time_and_the_whole(cli, write_config, tmp_path):
+    """metrics.jsonl's elapsed counts every session; the summary says which figure is which."""
+    import re
+
+    config = write_config({"run": {"name": "timed"}, "train": {"steps": 40}})
+    code, out, err = cli("run", config, "--set", "train.steps=20")
+    assert code == 0, err
+    assert re.search(r"training time\W+[0-9.]+s\W*$", out, re.M), out  # one session: one figure
+    code, out, err = cli("run", config)
+    assert code == 0, err
+    found = re.search(r"training time\W+([0-9.]+)s this session, ([0-9.]+)s in all", out)
+    assert found, out
+    session, total = map(float, found.groups())
+    status = json.loads((tmp_path / "runs" / "timed" / "status.json").read_text())
+    assert session <= total and total == pytest.approx(status["elapsed"], abs=0.006)
+
+
+def test_verify_one_checkpoint_file(cli, write_config, tmp_path):
+    config = write_config({"run": {"name": "v"}, "train": {"steps": 6, "checkpoint_every": 3}})
+    assert cli("run", config, "-q")[0] == 0
+    ckpts = tmp_path / "runs" / "v" / "checkpoints"
+    code, out, err = cli("verify", ckpts / "ckpt-00000003.npz")
+    assert code == 0, err
+    assert out.startswith("good") and "ckpt-00000003.npz  step 3" in out and len(out.splitlines()) == 1
+    damaged = ckpts / "ckpt-00000006.npz"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    code, out, err = cli("verify", damaged)
+    assert code == 1 and out.startswith("BAD") and "ckpt-00000006.npz" in err
+    code, _, err = cli("verify", ckpts / "ckpt-00000009.npz")
+    assert code == 2 and "no such run directory or checkpoint" in err
 
 
 def test_restart_starts_over(cli, write_config, tmp_path):

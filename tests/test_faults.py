@@ -389,6 +389,58 @@ def test_a_second_run_on_a_locked_directory_exits_naming_the_holder(tmp_path, cl
     assert code == 0, err
 
 
+@pytest.mark.parametrize("removed", ["lock file", "run directory"])
+def test_a_lock_taken_on_a_file_removed_meanwhile_is_taken_again(tmp_path, monkeypatch, removed):
+    """A refused new run removes its .lock (and directory) while still holding the lock. A
+    process that opened the file just before and locks it after must not trust that lock,
+    which guards a file no longer in the directory: it locks the run's new .lock."""
+    import fcntl
+
+    from gdtrain import rundir
+
+    rd = RunDir(tmp_path / "runs" / "ref")
+    rd.ensure_writable()
+    real_flock, calls = fcntl.flock, []
+
+    def flock(fd, operation):
+        if not calls:  # between this process's open and its flock, the refused run cleans up
+            (rd.path / ".lock").unlink()
+            if removed == "run directory":
+                rd.checkpoints.rmdir()
+                rd.path.rmdir()
+        calls.append(fd)
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(rundir.fcntl, "flock", flock)
+    rd.lock()
+    monkeypatch.undo()
+    try:
+        assert len(calls) == 2 and rd.checkpoints.is_dir()
+        other = os.open(rd.path / ".lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):  # the run's lock file is the one held
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
+    finally:
+        rd.unlock()
+
+
+def test_a_run_refused_because_another_holds_the_lock_removes_nothing(tmp_path, cli):
+    """Only the lock holder takes back a new directory: the holder's files stay."""
+    config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref", ONE_SAVE)
+    holder = RunDir(tmp_path / "runs" / "ref")
+    holder.ensure_writable()
+    holder.lock()
+    try:
+        held = os.stat(holder.path / ".lock").st_ino
+        code, _, err = cli("run", config, "-q", "--set", "train.batch_size=1000")
+        assert code == 2 and "in use" in err
+        assert os.stat(holder.path / ".lock").st_ino == held and holder.checkpoints.is_dir()
+    finally:
+        holder.unlock()
+
+
 HOLD_LOCK = """
 import sys, time
 from gdtrain.rundir import RunDir

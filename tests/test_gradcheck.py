@@ -113,3 +113,17 @@ def test_cli_exit_codes(tmp_path, cli, monkeypatch):
     assert err.startswith("gdtrain: error: gradient check failed") and " W " in err and "b " not in err
     code, _, err = cli("gradcheck", path, "--tolerance", "0")
     assert code == 2 and "--tolerance" in err
+
+
+def test_a_config_that_evaluates_on_a_validation_split_is_checked_as_run_accepts_it(tmp_path, cli):
+    """gradcheck builds its small float64 batch from the training split, but the config's
+    other splits stay: train.eval_split: validation needs the held-out split to exist."""
+    data = {"name": "npz", "path": str(classes_npz(tmp_path, n=30, k=3, d=4)), "validation": 6}
+    raw = config(tmp_path, data=data, model={"name": "softmax"}, loss={"name": "cross_entropy"},
+                 train={"eval_split": "validation", "steps": 4})
+    path = write_yaml(tmp_path / "gc.yaml", raw)
+    code, _, err = cli("run", path, "-q")
+    assert code == 0, err
+    code, out, err = cli("gradcheck", path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["ok"]

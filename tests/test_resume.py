@@ -176,3 +176,60 @@ def test_a_new_length_needs_the_flag_when_the_schedule_spans_the_run(tmp_path, c
     assert code == 2 and "train.steps: 10 -> 15" in err and "spans the whole run" in err
     code, out, err = cli("run", config, "--set", "train.steps=15", "--allow-config-change")
     assert code == 0 and "config change on resume: train.steps: 10 -> 15" in out
+
+
+def _files(directory) -> dict:
+    """Every file's bytes but the lock's (it holds the pid of the last process to take it)."""
+    return {str(p.relative_to(directory)): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("override, shown", [
+    ("train.steps=5", "train.steps: 5 is below step 10"),
+    ("train.steps=9", "train.steps: 9 is below step 10"),
+    ("train.epochs=0.5", "train.epochs: 0.5 (7 steps) is below step 10"),
+])
+def test_a_run_cannot_be_shortened_below_the_step_it_reached(tmp_path, cli, override, shown):
+    """Accepting it would rewrite config.yaml and the status to a length the run is already
+    past (`gdtrain runs` showing 10/5); refused, flag or not, and nothing on disk changes."""
+    config, _, _ = _first_half(tmp_path, cli)
+    run_dir = tmp_path / "runs" / "drift"
+    before = _files(run_dir)
+    extra = ["--set", "train.steps=null"] if "epochs" in override else []
+    for flag in ((), ("--allow-config-change",)):
+        code, out, err = cli("run", config, "-q", *extra, "--set", override, *flag)
+        assert code == 2, out + err
+        assert shown in err and "which " + str(run_dir) + " has already reached" in err, err
+        assert "--restart" in err and "--set run.name=" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert _files(run_dir) == before
+    code, out, err = cli("runs", tmp_path / "runs", "--json")
+    assert code == 0 and [(r["step"], r["total_steps"]) for r in json.loads(out)] == [(10, 10)]
+
+
+def test_plan_reports_the_refusal_of_a_shorter_run_as_run_does(tmp_path, cli):
+    config, _, _ = _first_half(tmp_path, cli)
+    code, out, err = cli("plan", config, "--set", "train.steps=5", "--json")
+    assert code == 0, err
+    resume = json.loads(out)["resume"]
+    assert resume["action"] == "refuse" and resume["step"] == 10
+    assert {"key": "train.steps", "was": 10, "now": 5} in resume["changes"]
+    code, _, err = cli("run", config, "-q", "--set", "train.steps=5")
+    assert code == 2 and resume["detail"] in err  # the runner's own words
+    code, out, _ = cli("plan", config, "--set", "train.steps=5")
+    assert "resume    refuse: train.steps: 5 is below step 10" in out
+    code, out, _ = cli("plan", config, "--set", "train.steps=10")
+    assert "resume    done: already at step 10 of 10" in out
+
+
+def test_every_resume_refusal_offers_restart_and_a_new_run_name(tmp_path, cli):
+    """A new user changing the learning rate of a finished run (README's second example,
+    run without a new name) is told every way forward, not only --allow-config-change."""
+    config, _, _ = _first_half(tmp_path, cli)
+    for override in ("optimizer.learning_rate=0.1", "run.seed=8", "train.steps=4"):
+        code, _, err = cli("run", config, "-q", "--set", override)
+        assert code == 2
+        assert "--restart" in err and "--set run.name=" in err, err
+        code, out, err = cli("plan", config, "--set", override, "--json")
+        detail = json.loads(out)["resume"]["detail"]
+        assert code == 0 and "--restart" in detail and "--set run.name=" in detail, detail

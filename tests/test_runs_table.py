@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -116,3 +117,16 @@ def test_one_run_directory_and_errors(runs_dir, cli, tmp_path):
     empty.mkdir()
     code, out, err = cli("runs", empty)
     assert code == 0 and "no runs" in err
+
+
+def test_without_a_runs_directory_the_default_lists_no_runs_yet(tmp_path, cli, monkeypatch):
+    """A fresh checkout before any run (or runs/ removed): nothing to list is not an error.
+    A directory named explicitly that does not exist still is (a typo, most likely)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("runs")
+    assert code == 0, err
+    assert re.findall(r"\w+", out)[:2] == ["run", "status"] and "no runs yet" in err  # the header
+    code, out, err = cli("runs", "--json")
+    assert code == 0 and json.loads(out) == []
+    code, _, err = cli("runs", "runs")
+    assert code == 2 and "runs: no such directory" in err
