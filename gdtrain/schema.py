@@ -168,6 +168,19 @@ def _model_keys(models: Registry, name: str) -> dict:
 EXTRA_KEYS: dict[str, Callable[[Registry, str], dict]] = {"model": _model_keys}
 
 
+def _section_schema(sections: Registry, key: str) -> dict:
+    """A plain section; an option that is itself a registered section (train.early_stopping)
+    is described by that section's options rather than as any mapping."""
+    schema = {"description": sections.summary(key), "type": "object",
+              **_options_object(sections.options(key), {}, {})}
+    for option in list(schema["properties"]):
+        nested = f"{key}.{option}"
+        if nested in sections:
+            described = {k: v for k, v in schema["properties"][option].items() if k in ("description",)}
+            schema["properties"][option] = {**or_null(_section_schema(sections, nested)), **described}
+    return schema
+
+
 def config_schema() -> dict:
     """The schema of a whole config file."""
     from .components import KINDS, _tables
@@ -186,8 +199,7 @@ def config_schema() -> dict:
     for key in TOP_LEVEL:
         shape = SECTION_SHAPES[key]
         if shape == "section":
-            schema = {"description": SECTIONS.summary(key), "type": "object",
-                      **_options_object(SECTIONS.options(key), {}, {})}
+            schema = _section_schema(SECTIONS, key)
         elif isinstance(shape, list):
             (kind,) = shape
             schema = {"type": "array", "items": _ref(kind)}

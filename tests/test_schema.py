@@ -126,17 +126,27 @@ SAMPLES = {"learning_rate": 0.1, "scale": 0.01, "path": "data.npz", "boundaries"
            "values": [0.1, 0.01, 0.001]}
 # An option that rules another out (resolve: "give steps or epochs, not both").
 EXCLUDES = {("train", "epochs"): "steps"}
+# Options that go only with others (resolve: "best_metric goes with keep_best: true",
+# "early_stopping needs eval_every"): the cases give those too.
+NEEDS = {("train", "best_metric"): {"keep_best": True, "eval_every": 10},
+         ("train", "keep_best"): {"eval_every": 10}}
 WRONG_TYPES = [{"a": 1}, "text", [1]]
 
 
 def place(kind: str, name: str, options: dict) -> dict:
     """SMALL with the component (or plain section) `name` of `kind` given `options`."""
     raw = copy.deepcopy(SMALL)
-    if kind == "section":
+    if kind == "section" and "." in name:  # a section inside another: train.early_stopping
+        parent, key = name.split(".", 1)
+        raw[parent] = {**raw.get(parent, {}), "eval_every": 10, key: options}
+    elif kind == "section":
         section = {**raw.get(name, {}), **options}
         for (where, option), other in EXCLUDES.items():
             if where == name and option in options:
                 section.pop(other, None)
+        for (where, option), needed in NEEDS.items():
+            if where == name and options.get(option) not in (None, False):
+                section.update(needed)
         raw[name] = section
     elif kind == "initializer":
         raw["model"] = {"name": "linear", "init": {"name": name, **options}}
