@@ -165,15 +165,17 @@ def print_evaluation(console: Console, result: dict) -> None:
         console.print(f"accuracy  {result['accuracy']:.4f}")
         confusion = result["confusion"]
         k = len(confusion)
-        # borderless, one space between columns and counts at least 5 wide: MNIST's ten
-        # classes take 75 columns, 4-digit counts included (the train split)
-        # (the title on its own line: a table title wraps to the table's width, 27 for 2 classes)
+        # no borders, two spaces between columns, every count column as wide as the widest
+        # count: MNIST's ten classes take 75 columns with the train split's 4-digit counts
+        # (the title on its own line: a table title wraps to the table's width)
         console.print("confusion matrix (rows: true class, columns: predicted)")
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0, header_style="bold")
+        digits = max(len(str(c)) for row in confusion for c in row)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0, 0, 1), pad_edge=False,
+                      header_style="bold")
         table.add_column("class", justify="right", no_wrap=True)
         for j in range(k):
-            table.add_column(str(j), justify="right", no_wrap=True, min_width=5)
-        table.add_column("accuracy", justify="right", no_wrap=True, min_width=9)
+            table.add_column(str(j), justify="right", no_wrap=True, min_width=digits)
+        table.add_column("accuracy", justify="right", no_wrap=True)
         for i in range(k):
             acc = result["per_class_accuracy"][i]
             table.add_row(str(i), *[str(c) for c in confusion[i]], "-" if acc is None else f"{acc:.4f}")
@@ -183,7 +185,7 @@ def print_evaluation(console: Console, result: dict) -> None:
 def print_uncut(console: Console, table: Table) -> None:
     """Print a table whole: one wider than the console (many classes, huge counts) is laid
     out at its own width, lines that a terminal wraps rather than figures cut to `…`."""
-    needed = console.measure(table).maximum
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
     if needed <= console.width:
         console.print(table)
         return

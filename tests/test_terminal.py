@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-from tool_runs import SMALL, merged, values_npz
+from tool_runs import SMALL, classes_npz, merged, values_npz
 
 from gdtrain.cli import app
 
@@ -159,12 +159,18 @@ def test_a_name_the_encoding_lacks_is_escaped_in_an_error_and_a_table(mnist_run,
 # ---------------------------------------------------------------- 80 columns
 
 
-def _confusion_rows(out: str) -> list[list[str]]:
+def _confusion_rows(out: str, k: int = 10) -> list[list[str]]:
     lines = out.splitlines()
     start = lines.index("confusion matrix (rows: true class, columns: predicted)")
     header = lines[start + 1].replace("|", " ").split()
-    assert header == ["class", *map(str, range(10)), "accuracy"], lines[start + 1]
-    return [line.replace("|", " ").split() for line in lines[start + 3 : start + 13]]
+    assert header == ["class", *map(str, range(k)), "accuracy"], lines[start + 1]
+    return [line.replace("|", " ").split() for line in lines[start + 3 : start + 3 + k]]
+
+
+def _assert_same_figures(rows: list[list[str]], scored: dict) -> None:
+    k = len(scored["confusion"])
+    assert [[int(c) for c in row[1 : k + 1]] for row in rows] == scored["confusion"]
+    assert [row[k + 1] for row in rows] == [f"{a:.4f}" for a in scored["per_class_accuracy"]]
 
 
 @pytest.mark.parametrize("columns", ["80", None], ids=["COLUMNS=80", "piped"])
@@ -177,9 +183,22 @@ def test_eval_confusion_matrix_fits_80_columns_whole(mnist_run, split, columns):
     table = out[out.index("confusion matrix"):]
     assert "…" not in table and max(len(line) for line in table.splitlines()) <= 80, out
     scored = json.loads(gdtrain("eval", mnist_run, "--split", split, "--json").out)
-    rows = _confusion_rows(out)
-    assert [[int(c) for c in row[1:11]] for row in rows] == scored["confusion"]
-    assert [row[11] for row in rows] == [f"{a:.4f}" for a in scored["per_class_accuracy"]]
+    _assert_same_figures(_confusion_rows(out), scored)
+
+
+def test_eval_prints_a_confusion_matrix_too_wide_for_80_columns_whole(tmp_path):
+    data = classes_npz(tmp_path, n=40_000, k=12)  # 13,333 test examples: 4-digit counts
+    config = small_config(tmp_path, "twelve", data={"name": "npz", "path": str(data)},
+                          model={"name": "softmax"}, loss={"name": "cross_entropy", "reduction": "mean"})
+    assert gdtrain("run", config, "--quiet").code == 0
+    result = gdtrain("eval", tmp_path / "runs" / "twelve", COLUMNS="80")
+    assert result.code == 0, result.text
+    out = result.out.decode()
+    assert "…" not in out, out
+    table = out[out.index("confusion matrix"):].splitlines()
+    assert max(len(line) for line in table) > 80  # 12 classes: wider than the console, not cut to fit
+    scored = json.loads(gdtrain("eval", tmp_path / "runs" / "twelve", "--json").out)
+    _assert_same_figures(_confusion_rows(out, 12), scored)
 
 
 def test_run_summary_fits_80_columns_and_names_its_losses(tmp_path):
