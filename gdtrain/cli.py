@@ -27,8 +27,8 @@ app = typer.Typer(
 def _plain_flags() -> None:
     """Show flags bare in help (`--quiet`, not `--quiet <bool>`), for every command.
 
-    typer's rich help (0.28 on) prints each option's type, flags included, although a flag
-    takes no value; click's plain help, and typer's own before, leave flags bare.
+    typer 0.29's rich help prints each option's type, flags included, although a flag takes
+    no value; click's plain help, and typer 0.27's rich help, leave flags bare.
     """
     from typer.core import TyperOption
 

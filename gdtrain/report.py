@@ -9,17 +9,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import compute
+from . import compute, terminal
 from .runner import Reporter
-from .terminal import console
 from .views import fmt_number as _fmt
 
 
 class ConsoleReporter(Reporter):
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.out = console()
-        self.err = console(stderr=True)
+        self.out = terminal.console()
+        self.err = terminal.console(stderr=True)
         self.bar = None
         self._last_postfix = 0.0
 
@@ -93,8 +92,9 @@ class ConsoleReporter(Reporter):
         ]
         if summary["l2"]:
             rows.append(("l2 term", _fmt(summary["l2"])))
-        rows += [(f"{ev['split']} {k}", f"{figure} ({eval_basis + ', ' if k == 'loss' and eval_basis else ''}"
-                  f"{ev['weights']} weights)") for k, figure in _figures(ev)]
+        for k, figure in _figures(ev):
+            basis = f"{eval_basis}, " if k == "loss" and eval_basis else ""
+            rows.append((f"{ev['split']} {k}", f"{figure} ({basis}{ev['weights']} weights)"))
         raw = summary.get("eval_raw")
         if raw and "accuracy" in raw:
             rows.append((f"{raw['split']} accuracy", f"{_fmt(raw['accuracy'])} (raw weights)"))
