@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,10 +24,33 @@ app = typer.Typer(
 )
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
+def _plain_flags() -> None:
+    """Show flags bare in help (`--quiet`, not `--quiet <bool>`), for every command.
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    typer 0.29's rich help prints each option's type, flags included, although a flag takes
+    no value; click's plain help, and typer 0.27's rich help, leave flags bare.
+    """
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "plain_flags", False):
+        return  # a typer without the method (older, or changed): nothing to correct
+
+    @functools.wraps(shown)
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.plain_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_plain_flags()
+
+
+def _console(stderr: bool = False):
+    from .terminal import console
+
+    return console(stderr)
 
 
 def _fail(message: str, code: int) -> None:
@@ -543,6 +565,13 @@ def components(
 
 
 def main() -> None:
-    if os.environ.get("NO_COLOR"):
-        os.environ.setdefault("TERM", "dumb")
+    from .terminal import no_color, protect_streams
+
+    if no_color():
+        # typer's help and usage errors use their own console: no styles there either (rich's
+        # NO_COLOR keeps bold; TERM=dumb, the other way, would also pin the width to 80)
+        import typer.rich_utils
+
+        typer.rich_utils.COLOR_SYSTEM = None
+    protect_streams()  # ASCII stand-ins, not UnicodeEncodeError, on streams that lack a glyph
     app()

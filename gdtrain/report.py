@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import compute
+from . import compute, terminal
 from .runner import Reporter
 from .views import fmt_number as _fmt
 
@@ -16,8 +17,8 @@ from .views import fmt_number as _fmt
 class ConsoleReporter(Reporter):
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.out = terminal.console()
+        self.err = terminal.console(stderr=True)
         self.bar = None
         self._last_postfix = 0.0
 
@@ -79,11 +80,15 @@ class ConsoleReporter(Reporter):
         if self.quiet:
             return
         table = Table(title=f"{summary['run_dir']}", show_header=False, title_justify="left")
+        table.add_column()
+        table.add_column(overflow="fold")  # a long checkpoint path wraps in its cell rather than being cut
         ev = summary["eval"]
+        batch_basis, eval_basis = _loss_bases(summary)
         rows = [
             ("steps", f"{summary['steps']}"
              + (f" (resumed at {summary['resumed_from']})" if summary["resumed_from"] else "")),
-            ("final batch loss", _fmt(summary["final_loss"])),
+            ("last batch loss", _fmt(summary["final_loss"])
+             + (f" ({batch_basis})" if batch_basis and summary["final_loss"] is not None else "")),
         ]
         stopped = summary.get("stopped")
         if stopped:
@@ -92,11 +97,12 @@ class ConsoleReporter(Reporter):
                          f"(patience {stopped['patience']})"))
         if summary["l2"]:
             rows.append(("l2 term", _fmt(summary["l2"])))
-        label = f"{ev['split']}, {ev['weights']} weights"
-        rows += [(f"{k} ({label})", figure) for k, figure in _figures(ev)]
+        for k, figure in _figures(ev):
+            basis = f"{eval_basis}, " if k == "loss" and eval_basis else ""
+            rows.append((f"{ev['split']} {k}", f"{figure} ({basis}{ev['weights']} weights)"))
         raw = summary.get("eval_raw")
         if raw and "accuracy" in raw:
-            rows.append((f"accuracy ({raw['split']}, raw weights)", _fmt(raw["accuracy"])))
+            rows.append((f"{raw['split']} accuracy", f"{_fmt(raw['accuracy'])} (raw weights)"))
         rows += [
             ("training time", _training_time(summary)),
             ("checkpoint", summary["checkpoint"]),
@@ -121,6 +127,20 @@ def _training_time(summary: dict) -> str:
     if not summary["resumed_from"]:
         return f"{summary['train_seconds']:.2f}s"
     return f"{summary['train_seconds']:.2f}s this session, {summary['elapsed']:.2f}s in all"
+
+
+def _loss_bases(summary: dict) -> tuple[str, str]:
+    """What the summary's two losses are: the last training batch's loss, reduced as the
+    config says (a sum for the TF1 tutorial's softmax), and the evaluation loss, always the
+    `mean` reduction over the split (evaluate.py). Empty when the summary does not say."""
+    if "loss_reduction" not in summary:
+        return "", ""
+    n, per = summary["batch_size"], summary["loss_values_per_example"]
+    if summary["loss_reduction"] == "sum":
+        batch = f"sum over {n} examples"
+    else:
+        batch = f"mean over {n} examples" + (f" and {per} outputs" if per > 1 else "")
+    return batch, "mean per example" if per == 1 else "mean per output value"
 
 
 def _figures(record: dict) -> list[tuple[str, str]]:
@@ -157,12 +177,33 @@ def print_evaluation(console: Console, result: dict) -> None:
         console.print(f"accuracy  {result['accuracy']:.4f}")
         confusion = result["confusion"]
         k = len(confusion)
-        table = Table(title="confusion matrix (rows: true class, columns: predicted)", title_justify="left")
-        table.add_column("class", justify="right")
+        # no borders, two spaces between columns, every count column as wide as the widest
+        # count: MNIST's ten classes take 75 columns with the train split's 4-digit counts
+        # (the title on its own line: a table title wraps to the table's width)
+        console.print("confusion matrix (rows: true class, columns: predicted)")
+        digits = max(len(str(c)) for row in confusion for c in row)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0, 0, 1), pad_edge=False,
+                      header_style="bold")
+        table.add_column("class", justify="right", no_wrap=True)
         for j in range(k):
-            table.add_column(str(j), justify="right")
-        table.add_column("accuracy", justify="right")
+            table.add_column(str(j), justify="right", no_wrap=True, min_width=digits)
+        table.add_column("accuracy", justify="right", no_wrap=True)
         for i in range(k):
             acc = result["per_class_accuracy"][i]
             table.add_row(str(i), *[str(c) for c in confusion[i]], "-" if acc is None else f"{acc:.4f}")
+        print_uncut(console, table)
+
+
+def print_uncut(console: Console, table: Table) -> None:
+    """Print a table whole: one wider than the console (many classes, huge counts) is laid
+    out at its own width, lines that a terminal wraps rather than figures cut to `…`."""
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if needed <= console.width:
         console.print(table)
+        return
+    width = console.width
+    console.width = needed
+    try:
+        console.print(table)
+    finally:
+        console.width = width

@@ -391,6 +391,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             "load_seconds": load_seconds, "compute": machinery,
             "checkpoint": str(rd.checkpoints / checkpoint.checkpoint_name(trainer.step_count)),
             "loss_curve": [(r["step"], r["loss"]) for r in rd.read_metrics() if r.get("event") == "train"],
+            # what final_loss adds up or averages (eval's loss is always the mean), for its label
+            "loss_reduction": config["loss"].get("reduction", "mean"), "batch_size": train_cfg["batch_size"],
+            "loss_values_per_example": trainer.loss.elements_per_example(trainer.dataset.output_dim),
         }
         stopped = tracker is not None and tracker.stopped
         summary["stopped"] = _stop_info(tracker, trainer.step_count, final["split"]) if stopped else None
