@@ -20,8 +20,10 @@ class ConsoleReporter(Reporter):
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.bar = None
         self._last_postfix = 0.0
+        self._terms: list[str] = []  # the penalties' labels: their terms are in each log record
 
     def start(self, info: dict) -> None:
+        self._terms = list(info.get("penalties", []))
         if self.quiet:
             return
         start, total = info["start_step"], info["total_steps"]
@@ -55,9 +57,9 @@ class ConsoleReporter(Reporter):
     def log(self, record: dict) -> None:
         if self.quiet:
             return
-        l2 = f"  l2 {record['l2']:.4g}" if record["l2"] else ""
-        self._print(f"step {record['step']:>7}  epoch {record['epoch']:6.2f}  loss {record['loss']:.6g}{l2}"
-                    f"  lr {record['lr']:.4g}  {record['elapsed']:.1f}s")
+        terms = "".join(f"  {k} {record[k]:.4g}" for k in self._terms if k in record)
+        self._print(f"step {record['step']:>7}  epoch {record['epoch']:6.2f}  loss {record['loss']:.6g}"
+                    f"{terms}  lr {record['lr']:.4g}  {record['elapsed']:.1f}s")
 
     def evaluation(self, record: dict) -> None:
         if self.quiet:
@@ -85,8 +87,7 @@ class ConsoleReporter(Reporter):
              + (f" (resumed at {summary['resumed_from']})" if summary["resumed_from"] else "")),
             ("final batch loss", _fmt(summary["final_loss"])),
         ]
-        if summary["l2"]:
-            rows.append(("l2 term", _fmt(summary["l2"])))
+        rows += [(f"{label} term", _fmt(term)) for label, term in summary.get("penalties", {}).items()]
         label = f"{ev['split']}, {ev['weights']} weights"
         rows += [(f"{k} ({label})", figure) for k, figure in _figures(ev)]
         raw = summary.get("eval_raw")
