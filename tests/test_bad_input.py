@@ -447,7 +447,8 @@ CASES = [
     C("unknown-loss", check({"loss": {"name": "hinge"}}),
       "loss.name: unknown loss 'hinge'; valid: cross_entropy, mse, sigmoid_cross_entropy"),
     C("unknown-optimizer", check({"optimizer": {"name": "adamax"}}),
-      "unknown optimizer 'adamax'; valid: adagrad, adam, adamw, momentum, rmsprop, sgd; did you mean 'adam'?"),
+      "unknown optimizer 'adamax'; valid: adagrad, adam, adamw, momentum, rmsprop, sgd; "
+      "did you mean 'adam'?"),
     C("unknown-schedule", check({"schedule": {"name": "step"}}),
       "schedule.name: unknown schedule 'step'; valid:"),
     C("unknown-dataset", check({"data": {"name": "cifar"}}), "data.name: unknown dataset 'cifar'; valid:"),
