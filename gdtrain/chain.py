@@ -165,7 +165,7 @@ class MovingAverage(Part):
     def describe(self) -> dict:
         return {"stage": self.stage, "label": self.label, "kind": "ema",
                 "options": {"decay": self.decay, "num_updates": self.num_updates},
-                "text": f"decay {self.decay:g}{' with num_updates' if self.num_updates else ''}"}
+                "text": f"EMA decay {self.decay:g}{' with num_updates' if self.num_updates else ''}"}
 
     def plan(self, total: int) -> dict:
         """The effective decay after n updates, at a few n, and when it reaches `decay`."""

@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from gdtrain.plan import make_plan
 from gdtrain.rundir import RunDir
 from gdtrain.train import Trainer
 
+REPO = Path(__file__).resolve().parents[1]
 F64 = {"run": {"dtype": "float64"}}
 LINEAR = {"model": {"name": "linear", "init": "normal"}}  # W off zero, so that sign(W) is not 0
 
@@ -309,6 +311,16 @@ def test_the_l2_section_and_an_l2_penalty_train_to_the_same_bits(make_trainer):
         listed.step()
     assert_same_state(listed.state_arrays(), section.state_arrays())
     assert listed.penalty_terms() == section.penalty_terms()
+
+
+def test_circle_l1_is_circle_l2_with_an_l1_penalty_of_the_same_scale():
+    from gdtrain.config import load
+
+    l1, l2 = (load(REPO / "configs" / f"circle_{k}.yaml") for k in ("l1", "l2"))
+    assert l1.pop("penalties") == [{"name": "l1", "scale": l2["l2"]["scale"], "params": l2["l2"]["params"]}]
+    del l2["l2"]
+    l1["run"].pop("name"), l2["run"].pop("name")
+    assert l1 == l2
 
 
 def test_two_penalties_of_one_kind_get_distinct_stable_names(make_trainer):
