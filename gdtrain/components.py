@@ -43,6 +43,8 @@ WHERE = {"dataset": "data", "initializer": "model.init", "penalty": "penalties"}
 
 
 def plural(kind: str) -> str:
+    if kind.endswith("y"):
+        return kind[:-1] + "ies"
     return kind + ("es" if kind.endswith("s") else "s")
 
 

@@ -1,11 +1,11 @@
 """Gradient check: the analytic gradient of the objective against central differences.
 
 The objective is the data loss plus every configured penalty's term (chain.py), built
-by the Trainer in float64 from the same parts a step uses, on a small
-batch (the first training examples). The parameters are the run's initial values plus a
-little seeded noise, so that symmetric initialisations (all zeros) cannot hide an
-error and no ReLU unit (nor an L1 penalty's weight) sits exactly on its kink. For every trainable parameter a
-sample of entries is perturbed by ±h; the error of a parameter is
+by the Trainer in float64 from the same parts a step uses, on a small batch (the first
+training examples). The parameters are the run's initial values plus a little seeded
+noise, so that symmetric initialisations (all zeros) cannot hide an error and no ReLU
+unit (nor an L1 penalty's weight) sits exactly on its kink. For every trainable
+parameter a sample of entries is perturbed by ±h; the error of a parameter is
 
     max |analytic - numeric| / max(|analytic|, |numeric|)   over its checked entries,
 

@@ -4,8 +4,8 @@
 and each log record and evaluation also becomes scalars in <run dir>/tb (every number
 of a training record: the loss, each penalty's term under its label, the learning
 rate, what the step's other parts measured such as the EMA decay; evaluation loss,
-accuracy, MSE), at the record's step. Events are written synchronously and flushed at every record:
-tensorboardX's SummaryWriter hands them to a background thread, which can lose the
+accuracy, MSE), at the record's step. Events are written synchronously and flushed at
+every record: tensorboardX's SummaryWriter hands them to a background thread, which can lose the
 last ones when a run is interrupted. A run that starts from step 0 clears the old
 event files, as the runner drops the old metrics.jsonl; a resumed run starts a new
 file with a purge marker at the resume step, which tells TensorBoard to forget the

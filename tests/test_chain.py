@@ -335,6 +335,14 @@ def test_two_penalties_of_one_kind_get_distinct_stable_names(make_trainer):
     assert terms["l2_2"] == pytest.approx(0.3 * np.sum(w2 * w2) / 2, rel=1e-6)
 
 
+def test_components_lists_penalties_and_clips(cli):
+    code, out, err = cli("components", "penalties")
+    assert code == 0, err
+    assert out.startswith("penalties") and "l1" in out and "params: list[str] | null, default null" in out
+    code, out, err = cli("components", "clip")
+    assert code == 0 and "global_norm" in out and "clip_norm: float (> 0), required" in out
+
+
 def test_set_reaches_into_the_penalties_list():
     raw = {"penalties": [{"name": "l2", "scale": 0.1}, {"name": "l1", "scale": 0.2}]}
     assert apply_overrides(raw, ["penalties.1.scale=0.5"])["penalties"][1] == {"name": "l1", "scale": 0.5}
