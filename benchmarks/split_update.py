@@ -49,7 +49,7 @@ def split_step(t: Trainer, pool: ThreadPoolExecutor):
         loss, grads = t.gradients(t.params, x, y)  # L2 included
         lr = t.lr(step)
         one = t.dtype.type(1)
-        c = one - t.dtype.type(t.ema_decay_at(step + 1))
+        c = one - t.dtype.type(t.average.decay_at(step + 1))
         half = t.params["W1"].shape[0] // 2
         job = pool.submit(elementwise, [("W1", slice(0, half))], grads, lr, c)
         rest = [("W1", slice(half, None))] + [(k, slice(None)) for k in ("b1", "W2", "b2")]

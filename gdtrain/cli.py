@@ -143,7 +143,8 @@ def run(
         bool, typer.Option("--restart", help="Start over, deleting the run's checkpoints.")
     ] = False,
     allow_config_change: Annotated[
-        bool, typer.Option("--allow-config-change", help="Resume even if optimizer/schedule/l2/ema changed.")
+        bool, typer.Option("--allow-config-change",
+                           help="Resume even if optimizer/schedule/l2/penalties/clip/ema changed."),
     ] = False,
     smoke: Annotated[
         bool,
@@ -428,7 +429,7 @@ def plan(
     set_: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ):
-    """What a run will do, without training: sizes, memory, learning rates, EMA, saves, resume."""
+    """What a run will do, without training: sizes, memory, learning rates, step parts, saves, resume."""
     from .plan import make_plan
 
     result = make_plan(_load_config(config, set_))
@@ -452,7 +453,7 @@ def gradcheck(
     tolerance: Annotated[float, typer.Option(help="Largest relative error that passes.")] = 1e-6,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ):
-    """Check the model + loss + L2 gradient against float64 central differences; exit 1 if off."""
+    """Check the gradient of model + loss + penalties against float64 central differences; exit 1 if off."""
     from .errors import CheckFailed
     from .gradcheck import gradcheck as check_gradients
 

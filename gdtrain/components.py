@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ConfigError
 from .registry import Option, Registry, suggest, type_name
 
-KINDS = ("section", "dataset", "model", "loss", "optimizer", "schedule", "initializer")
+KINDS = ("section", "dataset", "model", "loss", "optimizer", "schedule", "initializer", "penalty", "clip")
 TITLES = {
     "section": "Plain sections (run, train and its early_stopping, l2, ema)",
     "dataset": "Datasets (`data.name`)",
@@ -24,10 +24,27 @@ TITLES = {
     "optimizer": "Optimizers (`optimizer.name`)",
     "schedule": "Learning-rate schedules (`schedule.name`)",
     "initializer": "Initializers (`model.init`)",
+    "penalty": "Penalties (`penalties: [{name: ...}, ...]`)",
+    "clip": "Gradient clipping (`clip.name`)",
 }
+# What a kind's heading says before its entries (the order of the step's parts: chain.py).
+NOTES = {
+    "penalty": "Terms added to the data loss, each under its own name in metrics.jsonl, the summary and "
+               "TensorBoard (a second penalty of one kind is `l2_2`, ...). A step adds their gradients "
+               "in order: the `l2` section first (the spelling of older configs; `l2` cannot also appear "
+               "in `penalties`), then `penalties` in list order; then it clips, then the optimizer "
+               "turns the gradients into updates, then the EMA follows the new values.",
+    "clip": "At most one, after the penalties (TF1 practice: the gradient of the whole objective is "
+            "clipped) and before the optimizer. `global_norm` logs the norm before clipping as "
+            "`global_norm`.",
+}
+# Where a kind's components are named in a config, for the README summary.
+WHERE = {"dataset": "data", "initializer": "model.init", "penalty": "penalties"}
 
 
 def plural(kind: str) -> str:
+    if kind.endswith("y"):
+        return kind[:-1] + "ies"
     return kind + ("es" if kind.endswith("s") else "s")
 
 
@@ -40,11 +57,13 @@ def kind_named(word: str) -> str:
 
 
 def _tables() -> dict[str, Registry]:
-    from .config import SECTIONS, _tables
+    from .config import SECTIONS, _chain_tables, _tables
 
     datasets, models, losses, optimizers, schedules, initializers = _tables()
+    penalties, clips = _chain_tables()
     return {"section": SECTIONS, "dataset": datasets, "model": models, "loss": losses,
-            "optimizer": optimizers, "schedule": schedules, "initializer": initializers}
+            "optimizer": optimizers, "schedule": schedules, "initializer": initializers,
+            "penalty": penalties, "clip": clips}
 
 
 def _default(option: Option) -> Any:
@@ -120,6 +139,8 @@ def render_markdown(data: dict) -> str:
     ]
     for kind in KINDS:
         lines += [f"## {TITLES[kind]}", ""]
+        if kind in NOTES:
+            lines += [_text(NOTES[kind]), ""]
         for entry in data[kind]:
             heading = f"`{entry['name']}`" if kind != "section" else f"`{entry['name']}:`"
             lines += [f"### {heading}", ""]
@@ -148,8 +169,7 @@ def render_summary(data: dict) -> str:
     lines = [README_START, "", "| section | name | options (default) |", "| --- | --- | --- |"]
     for kind in KINDS:
         for entry in data[kind]:
-            where = entry["name"] if kind == "section" else {
-                "dataset": "data", "initializer": "model.init"}.get(kind, kind)
+            where = entry["name"] if kind == "section" else WHERE.get(kind, kind)
             name = "" if kind == "section" else f"`{entry['name']}`"
             options = ", ".join(
                 f"`{o['name']}`" + (" *required*" if o["required"] else f" ({plain_value(o['default'])})")

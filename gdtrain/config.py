@@ -184,17 +184,26 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
             problems.append(f"--set {key}: {exc.problems[0]}")
             continue
         node = config
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
+        for i, part in enumerate(parts):
+            if isinstance(node, list):  # a list section (penalties): the part is an index
+                if not (part.isdigit() and int(part) < len(node)):
+                    where = ".".join(parts[:i])
+                    problems.append(f"--set {key}: {where} is a list of {len(node)}; expected an index "
+                                    f"from 0 to {len(node) - 1}, got {part!r}" if node else
+                                    f"--set {key}: {where} is an empty list")
+                    break
+                part = int(part)
+            elif i < len(parts) - 1 and node.get(part) is None:
+                node[part] = {}
+            if i == len(parts) - 1:
+                node[part] = value
+                break
+            child = node[part]
+            if not isinstance(child, dict) and not (isinstance(child, list) and parts[i + 1].isdigit()):
                 where = ".".join(parts[: i + 1])
                 problems.append(f"--set {key}: {where} is {show(child)}, not a mapping")
                 break
             node = child
-        else:
-            node[parts[-1]] = value
     if problems:
         raise ConfigError(problems)
     return config
@@ -300,9 +309,10 @@ def ema_section(decay: OpenFraction = 0.99, num_updates: bool = True):
     """
 
 
-TOP_LEVEL = ("run", "data", "model", "loss", "optimizer", "schedule", "l2", "ema", "train")
+TOP_LEVEL = ("run", "data", "model", "loss", "optimizer", "schedule", "l2", "penalties", "clip", "ema",
+             "train")
 REQUIRED = ("data", "model", "loss", "optimizer", "train")
-OPTIONAL_SECTIONS = ("schedule", "l2", "ema")
+OPTIONAL_SECTIONS = ("schedule", "l2", "penalties", "clip", "ema")
 
 # How each top-level section is written, for the JSON Schema of a config that schema.py
 # generates (`gdtrain components --json-schema`): "section" is a plain section, its keys
@@ -319,7 +329,7 @@ SECTION_SHAPES: dict[str, str | list[str]] = {
 # change only with --allow-config-change.
 FROZEN_ON_RESUME = ("run.seed", "run.dtype", "data", "model", "loss", "train.trainable",
                     "train.batch_size", "train.shuffle")
-GUARDED_ON_RESUME = ("optimizer", "schedule", "l2", "ema")
+GUARDED_ON_RESUME = ("optimizer", "schedule", "l2", "penalties", "clip", "ema")
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -334,6 +344,26 @@ def _tables():
     from .schedules import SCHEDULES
 
     return DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS
+
+
+def _chain_tables():
+    from .clipping import CLIPS
+    from .penalties import PENALTIES
+
+    return PENALTIES, CLIPS
+
+
+def penalty_sections(config: dict) -> list[tuple[str, dict]]:
+    """(config path, {name, options}) of every penalty, in the order a step adds their
+    gradients: the l2 section (the spelling of old configs), then `penalties` in list order."""
+    out = []
+    if isinstance(config.get("l2"), dict):
+        out.append(("l2", {"name": "l2", **config["l2"]}))
+    penalties = config.get("penalties")
+    for i, item in enumerate(penalties if isinstance(penalties, list) else []):
+        if isinstance(item, dict):
+            out.append((f"penalties.{i}", item))
+    return out
 
 
 def _section(config: dict, key: str, problems: list[str], optional: bool = False) -> dict | None:
@@ -422,6 +452,7 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
     of the offending key where known.
     """
     DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS = _tables()
+    PENALTIES, CLIPS = _chain_tables()
     problems: list[str] = []
     for key in raw:
         if key not in TOP_LEVEL:
@@ -490,6 +521,12 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
         if l2.get("params") is None and weights:
             l2["params"] = list(weights)
         out["l2"] = l2
+    penalties = _penalties(raw.get("penalties"), PENALTIES, weights, "l2" in out, problems)
+    if penalties is not None:
+        out["penalties"] = penalties
+    clip = _section(raw, "clip", problems, optional=True)
+    if clip is not None:
+        out["clip"] = _component(CLIPS, clip, "clip", problems)
     ema = plain_section("ema", optional=True)
     if ema is not None:
         out["ema"] = ema
@@ -506,8 +543,10 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
 
     # Cross-section checks that need the model's parameter names.
     if names:
-        for where, patterns in (("train.trainable", (train or {}).get("trainable")),
-                                ("l2.params", (l2 or {}).get("params"))):
+        pattern_lists = [("train.trainable", (train or {}).get("trainable"))]
+        pattern_lists += [(f"{where}.params", section.get("params"))
+                          for where, section in penalty_sections(out)]
+        for where, patterns in pattern_lists:
             if isinstance(patterns, list):
                 _, unmatched = match_patterns(patterns, names)
                 problems += [f"{where}: {p!r} matches no parameter; the model has {', '.join(names)}"
@@ -521,6 +560,16 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
             build_schedule(out["schedule"], out["optimizer"].get("learning_rate", 1.0) or 1.0, 1.0, 1)
         except ConfigError as exc:
             problems.extend(exc.problems)
+
+    # Build each penalty and the clip, so that their factories' own checks (min <= max) run now.
+    if not problems:
+        parts = [(PENALTIES, where, section) for where, section in penalty_sections(out)]
+        parts += [(CLIPS, "clip", out["clip"])] if "clip" in out else []
+        for registry, where, section in parts:
+            try:
+                registry.build(section["name"], {k: v for k, v in section.items() if k != "name"}, where)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
 
     if problems:
         raise ConfigError([_locate(p, lines) for p in problems], source)
@@ -558,6 +607,33 @@ def _check_judging(train: dict, problems: list[str]) -> None:
         elif es is not None:
             problems.append("train.best_metric: with train.early_stopping, keep_best judges by "
                             "train.early_stopping.metric; give one of them")
+
+
+def _penalties(value: Any, penalties: Registry, weights: list[str], has_l2_section: bool,
+               problems: list[str]) -> list[dict] | None:
+    """The `penalties:` list, each entry checked against its factory, `params` defaulting to
+    the weight matrices (as l2.params does); None when the section is absent or empty."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        problems.append(f"penalties: expected a list such as [{{name: l1, scale: 1.0e-4}}], "
+                        f"got {show(value)}")
+        return None
+    out = []
+    for i, item in enumerate(value):
+        where = f"penalties.{i}"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: expected a mapping such as {{name: l1, scale: 1.0e-4}}, "
+                            f"got {show(item)}")
+            continue
+        entry = _component(penalties, item, where, problems)
+        if entry.get("name") == "l2" and has_l2_section:
+            problems.append(f"{where}.name: l2 is given twice, here and as the l2 section; "
+                            "keep one of them")
+        if "params" in entry and entry["params"] is None and weights:
+            entry["params"] = list(weights)
+        out.append(entry)
+    return out
 
 
 def _locate(problem: str, lines: dict[str, int | str] | None) -> str:

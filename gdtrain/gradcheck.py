@@ -1,10 +1,11 @@
-"""Gradient check: the analytic gradient of model + loss + L2 against central differences.
+"""Gradient check: the analytic gradient of the objective against central differences.
 
-The configured model, loss and L2 are built by the Trainer in float64, on a small
-batch (the first training examples). The parameters are the run's initial values plus a
-little seeded noise, so that symmetric initialisations (all zeros) cannot hide an
-error and no ReLU unit sits exactly on its kink. For every trainable parameter a
-sample of entries is perturbed by ±h; the error of a parameter is
+The objective is the data loss plus every configured penalty's term (chain.py), built
+by the Trainer in float64 from the same parts a step uses, on a small batch (the first
+training examples). The parameters are the run's initial values plus a little seeded
+noise, so that symmetric initialisations (all zeros) cannot hide an error and no ReLU
+unit (nor an L1 penalty's weight) sits exactly on its kink. For every trainable
+parameter a sample of entries is perturbed by ±h; the error of a parameter is
 
     max |analytic - numeric| / max(|analytic|, |numeric|)   over its checked entries,
 
@@ -48,7 +49,7 @@ def gradcheck(config: dict, batch: int = 8, entries: int = 20, tolerance: float 
     def objective() -> float:
         out, _ = model.forward(params, x)
         value, _ = loss.value_and_grad(out, y)
-        return value + trainer.l2_term(params)
+        return value + sum(trainer.penalty_terms(params).values())
 
     value, grads = trainer.gradients(params, x, y)  # the very code a training step runs
 
@@ -84,10 +85,9 @@ def gradcheck(config: dict, batch: int = 8, entries: int = 20, tolerance: float 
     return {
         "model": cfg["model"]["name"],
         "loss": cfg["loss"]["name"],
-        "l2": trainer.l2_scale if trainer.l2_params else 0.0,
-        "l2_params": trainer.l2_params,
+        "penalties": [p.describe() for p in trainer.penalties],
         "batch": batch,
-        "objective": value + trainer.l2_term(params),
+        "objective": value + sum(trainer.penalty_terms(params).values()),
         "tolerance": tolerance,
         "frozen": [k for k in trainer.model.names if k not in trainer.trainable_set],
         "params": rows,

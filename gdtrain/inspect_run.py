@@ -67,8 +67,7 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
         result = evaluate(trainer.model, trainer.loss, trainer.eval_params(used), chosen, ds.num_classes)
     out = {"checkpoint": str(path), "step": int(meta["step"]), "split": split, "weights": used,
            **result}
-    if trainer.l2_params:
-        out["l2"] = trainer.l2_term(trainer.eval_params(used))
+    out.update(trainer.penalty_terms(trainer.eval_params(used)))  # each under its label, as in training
     if note:
         out["note"] = note
     return out

@@ -1,10 +1,11 @@
-"""What a run will do, without doing it: sizes, memory, schedule, EMA, saves, resume.
+"""What a run will do, without doing it: sizes, memory, schedule, the step's parts, saves, resume.
 
 Everything is computed by the same code the run uses: the Trainer is built (which
 initialises parameters, optimizer slots and EMA shadows), the learning rate comes
-from its schedule function step by step, the EMA decay from `Trainer.ema_decay_at`,
-and the resume point from the same checkpoint search and drift check as `run`.
-Nothing is trained and nothing is written.
+from its schedule function step by step, each part of the step (penalties, clip,
+optimizer, moving average) describes itself (the EMA its decay from the very
+`decay_at` a step uses), and the resume point comes from the same checkpoint search
+and drift check as `run`. Nothing is trained and nothing is written.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def make_plan(config: dict) -> dict:
         },
         "memory": memory(trainer),
         "learning_rate": learning_rate_plan(trainer.schedule, total),
-        "ema": ema_plan(trainer, total),
+        "chain": [part.plan(total) for part in trainer.parts()],  # the step's parts, in order
         "log_steps": _every(train["log_every"], total, final=True),
         "eval_steps": _every(train["eval_every"], total, final=False) + [total],
         "checkpoint_steps": (ckpts := _every(train["checkpoint_every"], total, final=False) + [total]),
@@ -82,7 +83,8 @@ def judging_plan(train: dict, total: int) -> dict | None:
 
 def memory(trainer: Trainer) -> dict:
     """Bytes of the training state, by kind, from the arrays the trainer really holds."""
-    groups = {"param": "parameters", "slot": "optimizer_slots", "ema": "ema_shadows"}
+    groups = {"param": "parameters"}
+    groups.update({p.state_prefix: p.memory_name for p in trainer.parts() if p.state_prefix})
     out = {v: 0 for v in groups.values()}
     for name, array in trainer.state_arrays().items():
         out[groups[name.split("/", 1)[0]]] += array.nbytes
@@ -147,29 +149,6 @@ def learning_rate_plan(schedule, total: int) -> dict:
 
 def _segment(kind: str, first: int, last: int, lr_first: float, lr_last: float) -> dict:
     return {"kind": kind, "first_step": first, "last_step": last, "lr_first": lr_first, "lr_last": lr_last}
-
-
-def ema_plan(trainer: Trainer, total: int) -> dict | None:
-    """The effective EMA decay after n updates, at a few n, and when it reaches `decay`."""
-    if trainer.ema is None:
-        return None
-    decay = trainer.ema_decay
-    reaches = None
-    if trainer.ema_num_updates:
-        # min(decay, (1+n)/(10+n)) = decay from n >= (10·decay - 1)/(1 - decay) on
-        n = max(1, math.ceil((10 * decay - 1) / (1 - decay)) - 1)
-        while trainer.ema_decay_at(n) < decay:
-            n += 1
-        reaches = n
-    marks = {1, 10, 100, 1000, 10_000, 100_000, 1_000_000, total} | ({reaches} if reaches else set())
-    return {
-        "decay": decay,
-        "num_updates": trainer.ema_num_updates,
-        "reaches_decay_at": reaches,
-        "window": 1 / (1 - decay),  # updates that carry most of the average's weight
-        "points": [{"updates": n, "decay": trainer.ema_decay_at(n)}
-                   for n in sorted(marks) if 1 <= n <= total],
-    }
 
 
 class _Refused(Exception):

@@ -21,8 +21,10 @@ class ConsoleReporter(Reporter):
         self.err = terminal.console(stderr=True)
         self.bar = None
         self._last_postfix = 0.0
+        self._terms: list[str] = []  # the penalties' labels: their terms are in each log record
 
     def start(self, info: dict) -> None:
+        self._terms = list(info.get("penalties", []))
         if self.quiet:
             return
         start, total = info["start_step"], info["total_steps"]
@@ -56,9 +58,9 @@ class ConsoleReporter(Reporter):
     def log(self, record: dict) -> None:
         if self.quiet:
             return
-        l2 = f"  l2 {record['l2']:.4g}" if record["l2"] else ""
-        self._print(f"step {record['step']:>7}  epoch {record['epoch']:6.2f}  loss {record['loss']:.6g}{l2}"
-                    f"  lr {record['lr']:.4g}  {record['elapsed']:.1f}s")
+        terms = "".join(f"  {k} {record[k]:.4g}" for k in self._terms if k in record)
+        self._print(f"step {record['step']:>7}  epoch {record['epoch']:6.2f}  loss {record['loss']:.6g}"
+                    f"{terms}  lr {record['lr']:.4g}  {record['elapsed']:.1f}s")
 
     def evaluation(self, record: dict) -> None:
         if self.quiet:
@@ -95,8 +97,7 @@ class ConsoleReporter(Reporter):
             rows.append(("stopped early", f"at step {stopped['step']}: best {stopped['metric']} "
                          f"{_fmt(stopped['best'])} at step {stopped['best_step']} "
                          f"(patience {stopped['patience']})"))
-        if summary["l2"]:
-            rows.append(("l2 term", _fmt(summary["l2"])))
+        rows += [(f"{label} term", _fmt(term)) for label, term in summary.get("penalties", {}).items()]
         for k, figure in _figures(ev):
             basis = f"{eval_basis}, " if k == "loss" and eval_basis else ""
             rows.append((f"{ev['split']} {k}", f"{figure} ({basis}{ev['weights']} weights)"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, compute, early_stopping
-from .config import classify_drift, config_hash, dump_yaml, run_dir
+from .config import GUARDED_ON_RESUME, classify_drift, config_hash, dump_yaml, run_dir
 from .data import Dataset, head, load_dataset
 from .errors import (
     CheckFailed,
@@ -137,8 +137,9 @@ def resume_decision(saved: dict, config: dict, step: int, total: int, where: Pat
     elif guarded:
         length = any(k in ("train.steps", "train.epochs") for k, _, _ in guarded)
         why = "; the schedule spans the whole run: a new length changes its learning rates" if length else ""
-        needs_flag = (f"resuming {where} with a changed optimizer, schedule, l2 or ema needs "
-                      f"--allow-config-change: {_changes(guarded)}{why}; or use {ALTERNATIVES}")
+        needs_flag = (f"resuming {where} with a change to the {', '.join(GUARDED_ON_RESUME[:-1])} or "
+                      f"{GUARDED_ON_RESUME[-1]} section needs --allow-config-change: "
+                      f"{_changes(guarded)}{why}; or use {ALTERNATIVES}")
     return ResumeDecision(refusal, needs_flag, guarded, refused + guarded + allowed)
 
 
@@ -285,6 +286,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             "run_dir": str(rd.path), "start_step": start_step, "total_steps": total,
             "train_examples": len(dataset.train), "parameters": trainer.model.parameter_count(),
             "trainable": trainer.trainable, "steps_per_epoch": trainer.stream.steps_per_epoch,
+            "penalties": [p.label for p in trainer.penalties],
             "load_seconds": load_seconds, "compute": machinery,
         }
         reporter.start(info)
@@ -342,12 +344,11 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                 step = result.step
                 reporter.step(result)
                 if log_every and (step % log_every == 0 or step == total):
+                    # each penalty's term under its label, then what the other parts measured
                     record = {"event": "train", "step": step, "loss": result.loss,
-                              "l2": trainer.l2_term(), "lr": result.lr,
+                              **trainer.penalty_terms(), "lr": result.lr,
                               "epoch": step / trainer.stream.steps_per_epoch,
-                              "elapsed": round(elapsed(), 4)}
-                    if trainer.ema is not None:
-                        record["ema_decay"] = trainer.ema_decay_at(step)
+                              "elapsed": round(elapsed(), 4), **trainer.scalars()}
                     rd.log(record)
                     reporter.log(record)
                 # judged evaluations include the last step's when it is on the schedule
@@ -382,11 +383,12 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             final = _evaluate(trainer, train_cfg["eval_split"])
         else:
             final = evaluate_and_log(trainer.step_count)
-        raw = _evaluate(trainer, train_cfg["eval_split"], "raw") if trainer.ema is not None else None
+        raw = (_evaluate(trainer, train_cfg["eval_split"], "raw")
+               if trainer.weights_used("ema") == "ema" else None)
         summary = {
             "run_dir": str(rd.path), "steps": trainer.step_count, "total_steps": total,
             "resumed_from": start_step, "final_loss": result.loss if result else None,
-            "l2": trainer.l2_term(), "eval": final, "eval_raw": raw,
+            "penalties": trainer.penalty_terms(), "eval": final, "eval_raw": raw,
             "train_seconds": time.perf_counter() - t0, "elapsed": elapsed(),
             "load_seconds": load_seconds, "compute": machinery,
             "checkpoint": str(rd.checkpoints / checkpoint.checkpoint_name(trainer.step_count)),

@@ -1,10 +1,11 @@
 """TensorBoard scalars for `train.tensorboard: true`, through the optional tensorboardX.
 
 `attach` wraps the run's Reporter: every call still reaches the wrapped reporter,
-and each log record and evaluation also becomes scalars in <run dir>/tb (training
-loss, L2 term, learning rate, EMA decay; evaluation loss, accuracy, MSE), at the
-record's step. Events are written synchronously and flushed at every record:
-tensorboardX's SummaryWriter hands them to a background thread, which can lose the
+and each log record and evaluation also becomes scalars in <run dir>/tb (every number
+of a training record: the loss, each penalty's term under its label, the learning
+rate, what the step's other parts measured such as the EMA decay; evaluation loss,
+accuracy, MSE), at the record's step. Events are written synchronously and flushed at
+every record: tensorboardX's SummaryWriter hands them to a background thread, which can lose the
 last ones when a run is interrupted. A run that starts from step 0 clears the old
 event files, as the runner drops the old metrics.jsonl; a resumed run starts a new
 file with a purge marker at the resume step, which tells TensorBoard to forget the
@@ -25,8 +26,8 @@ from .runner import Reporter
 INSTALL_HINT = ("train.tensorboard needs tensorboardX, an optional extra: "
                 "pip install 'gdtrain[tensorboard]' (or pip install tensorboardX)")
 EVENT_PREFIX = "events.out.tfevents."
-TRAIN_SCALARS = {"loss": "train/loss", "l2": "train/l2", "lr": "train/learning_rate",
-                 "ema_decay": "train/ema_decay"}
+TRAIN_TAGS = {"lr": "learning_rate"}  # train/<key> otherwise
+NOT_SCALARS = ("step", "epoch", "elapsed")  # the record's position, not a measurement
 EVAL_SCALARS = ("loss", "accuracy", "mse")
 
 
@@ -105,8 +106,9 @@ class TensorBoardReporter(Reporter):
         self.inner.step(result)
 
     def log(self, record: dict) -> None:
-        self._scalars(record["step"], {tag: record[k] for k, tag in TRAIN_SCALARS.items()
-                                       if isinstance(record.get(k), (int, float))})
+        self._scalars(record["step"], {f"train/{TRAIN_TAGS.get(k, k)}": v for k, v in record.items()
+                                       if k not in NOT_SCALARS and isinstance(v, (int, float))
+                                       and not isinstance(v, bool)})
         self.inner.log(record)
 
     def evaluation(self, record: dict) -> None:

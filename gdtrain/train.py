@@ -1,9 +1,10 @@
 """The training step and the state it carries, built from a resolved config.
 
 `Trainer` owns the parameters, optimizer slots, EMA shadows and step counter; one
-call to `step()` does exactly one update in TF1's order: forward, loss, backward,
-L2 gradient, optimizer update applied, then the EMA of the updated values. It knows
-nothing about files or printing; `runner.py` drives it.
+call to `step()` does exactly one update, as the chain of parts of chain.py in TF1's
+order: forward, loss, backward, the penalties' gradients, clipping, the optimizer's
+update applied, then the moving average of the updated values. It knows nothing about
+files or printing; `runner.py` drives it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from . import compute, early_stopping
 from .batching import BatchStream
+from .chain import OptimizerPart, build_average, build_clip, build_penalties
 from .config import match_patterns
 from .data import Dataset
 from .errors import CheckpointError, ConfigError, DataError, DivergedError
@@ -147,39 +149,42 @@ class Trainer:
         names = self.model.names
         self.trainable, _ = match_patterns(train["trainable"], names)
         self.trainable_set = frozenset(self.trainable)
-        l2 = config.get("l2")
-        self.l2_scale = float(l2["scale"]) if l2 else 0.0
-        self.l2_params = match_patterns(l2["params"], names)[0] if l2 else []
-        ema = config.get("ema")
-        self.ema_decay = float(ema["decay"]) if ema else None
-        self.ema_num_updates = bool(ema["num_updates"]) if ema else False
+        # the parts of the step after the loss's gradient, in the order step() runs them
+        self.penalties = build_penalties(config, names, self.model.weights)
+        self.clip = build_clip(config)
+        self.optimizer_part = OptimizerPart(config["optimizer"]["name"], opt_opts)
+        self.average = build_average(config, self.dtype)
 
         self.params = initial_params(self.model, config["model"].get("init"), run["seed"], self.dtype)
         self.step_count = 0
         self.opt_state = self.optimizer.init({k: self.params[k] for k in self.trainable})
-        # TF1: shadows start at the variables' initial values, for trainable variables only
-        self.ema = {k: self.params[k].copy() for k in self.trainable} if ema else None
+        if self.average is not None:
+            # TF1: shadows start at the variables' initial values, for trainable variables only
+            self.average.init({k: self.params[k] for k in self.trainable})
+
+    @property
+    def ema(self) -> dict[str, np.ndarray] | None:
+        """The moving averages of the trainable parameters, or None without an `ema` section."""
+        return self.average.shadows if self.average is not None else None
+
+    def parts(self) -> list:
+        """The step's parts in the order it runs them (chain.py): each has a label and describe()."""
+        return [*self.penalties, *([self.clip] if self.clip else []), self.optimizer_part,
+                *([self.average] if self.average else [])]
 
     # ------------------------------------------------------------ one update
 
     def lr(self, step: int) -> float:
         return float(self.schedule(step))
 
-    def ema_decay_at(self, updates_done: int) -> float:
-        d = self.ema_decay
-        if self.ema_num_updates:
-            d = min(d, (1.0 + updates_done) / (10.0 + updates_done))
-        return d
-
     def gradients(self, params: dict, x, y) -> tuple[float, dict]:
-        """(data loss, gradients of data loss + L2) of the trainable parameters on (x, y):
-        what a step descends, and what `gradcheck` checks."""
+        """(data loss, gradients of data loss + every penalty) of the trainable parameters on
+        (x, y): what a step descends, and what `gradcheck` checks."""
         out, cache = self.model.forward(params, x)
         loss, dout = self.loss.value_and_grad(out, y)
         grads = self.model.backward(params, cache, dout, self.trainable_set)
-        for k in self.l2_params:
-            if k in grads:
-                grads[k] += self.l2_scale * params[k]
+        for penalty in self.penalties:
+            penalty.add_gradient(grads, params)
         return loss, grads
 
     def step(self) -> StepResult:
@@ -189,16 +194,28 @@ class Trainer:
         if not math.isfinite(loss):
             raise self.diverged(step, f"loss is {loss}")
         lr = self.lr(step)
-        updates, self.opt_state = self.optimizer.update(grads, self.opt_state, lr)
+        if self.clip is not None:
+            self.clip.apply(grads)
+        updates, self.opt_state = self.optimizer.update(grads, self.opt_state, lr, self.params)
         for k, u in updates.items():
             self.params[k] += u
         self.step_count = step + 1
-        if self.ema is not None:
-            t = self.dtype.type
-            one_minus_decay = t(1) - t(self.ema_decay_at(self.step_count))
-            for k, shadow in self.ema.items():
-                shadow -= (shadow - self.params[k]) * one_minus_decay
+        if self.average is not None:
+            self.average.update(self.params, self.step_count)
         return StepResult(self.step_count, loss, lr)
+
+    def penalty_terms(self, params: dict | None = None) -> dict[str, float]:
+        """Each penalty's term by its label: what the objective adds to the data loss."""
+        params = self.params if params is None else params
+        return {p.label: p.term(params) for p in self.penalties}
+
+    def scalars(self) -> dict[str, float]:
+        """What the other parts measure for the training log (a clip's global norm, the
+        EMA's decay), after the updates done so far."""
+        out = self.clip.scalars() if self.clip is not None else {}
+        if self.average is not None:
+            out.update(self.average.scalars(self.step_count))
+        return out
 
     def diverged(self, step: int, what: str) -> DivergedError:
         """The error for update `step` + 1 (the one whose loss, or whose result, was not
@@ -216,14 +233,6 @@ class Trainer:
         return DivergedError(f"training diverged at step {step + 1}: {what}{where} "
                              f"(learning rate {self.lr(step):g}); lower optimizer.learning_rate", step + 1)
 
-    def l2_term(self, params: dict | None = None) -> float:
-        params = self.params if params is None else params
-        total = 0.0
-        for k in self.l2_params:
-            w = params[k].ravel()
-            total += float(np.dot(w, w)) / 2
-        return self.l2_scale * total
-
     def non_finite(self) -> str | None:
         """Name of the first array holding NaN/inf (params, slots, shadows), or None."""
         for name, arr in self.state_arrays().items():
@@ -237,9 +246,9 @@ class Trainer:
         arrays = {f"param/{k}": v for k, v in self.params.items()}
         for slot, per_param in self.opt_state.items():
             for k, v in per_param.items():
-                arrays[f"slot/{slot}/{k}"] = v
-        if self.ema is not None:
-            arrays.update({f"ema/{k}": v for k, v in self.ema.items()})
+                arrays[f"{self.optimizer_part.state_prefix}/{slot}/{k}"] = v
+        if self.average is not None:
+            arrays.update({f"{self.average.state_prefix}/{k}": v for k, v in self.average.shadows.items()})
         return arrays
 
     def check_state(self, arrays: dict[str, np.ndarray]) -> None:

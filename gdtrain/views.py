@@ -82,9 +82,8 @@ def render_plan(console: Console, plan: dict) -> None:
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in model["shapes"].items())
     console.print(f"model     {escape(model['name'])}: {shapes}; {model['parameters']} parameters, "
                   f"{model['trainable_parameters']} trainable ({', '.join(model['trainable'])})")
-    console.print(f"memory    parameters {_bytes(mem['parameters'])} + optimizer slots "
-                  f"{_bytes(mem['optimizer_slots'])} + EMA {_bytes(mem['ema_shadows'])} "
-                  f"= {_bytes(mem['total'])}")
+    groups = " + ".join(f"{k.replace('_', ' ')} {_bytes(v)}" for k, v in mem.items() if k != "total")
+    console.print(f"memory    {groups} = {_bytes(mem['total'])}")
 
     lr = plan["learning_rate"]
     console.print(f"learning rate  {lr['first']:.6g} -> {lr['last']:.6g} "
@@ -105,15 +104,8 @@ def render_plan(console: Console, plan: dict) -> None:
         table.add_row(f"{a}–{b}", f"{a + 1}–{b + 1}", rate)
     console.print(table)
 
-    ema = plan["ema"]
-    if ema:
-        points = ", ".join(f"{p['updates']}: {p['decay']:.4g}" for p in ema["points"])
-        when = (f"; reaches {ema['decay']} after {ema['reaches_decay_at']} updates" if ema["reaches_decay_at"]
-                else "")
-        console.print(f"EMA       decay {ema['decay']}{' with num_updates' if ema['num_updates'] else ''}"
-                      f"{when}; effective decay after n updates: {points}")
-    else:
-        console.print("EMA       off")
+    for part in plan["chain"]:  # the step's parts after the loss's gradient, in the order they run
+        console.print(f"{part['stage']:<9} {escape(part['text'])}")
     console.print(f"log       {len(plan['log_steps'])} lines: {_steps(plan['log_steps'])}")
     console.print(f"evaluate  at {_steps(plan['eval_steps'])}")
     console.print(f"save      at {_steps(plan['checkpoint_steps'])}; kept at the end: "
@@ -149,8 +141,8 @@ def render_plan(console: Console, plan: dict) -> None:
 
 
 def render_gradcheck(console: Console, result: dict) -> None:
-    l2 = f" + L2 {result['l2']:g} on {', '.join(result['l2_params'])}" if result["l2"] else ""
-    console.print(f"[bold]{escape(result['model'])} + {escape(result['loss'])}{l2}[/]: float64 central "
+    terms = escape("".join(f" + {p['text']}" for p in result["penalties"]))
+    console.print(f"[bold]{escape(result['model'])} + {escape(result['loss'])}{terms}[/]: float64 central "
                   f"differences on {result['batch']} examples, objective {result['objective']:.6g}")
     table = Table(show_edge=False, header_style="bold")
     for name in ("parameter", "shape", "checked", "max |grad|", "max |error|", "relative error", ""):

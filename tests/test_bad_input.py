@@ -395,6 +395,11 @@ def check(changes: dict) -> Callable[[Ctx], list]:
     return lambda ctx: ["check", ctx.config(changes)]
 
 
+def before_train(text: str) -> Callable[[Ctx], list]:
+    """BASE_TEXT with `text` inserted as line 6, before the train section."""
+    return lambda ctx: ["check", ctx.base_text(("train:", f"{text}\ntrain:"))]
+
+
 def check_set(*overrides: str) -> Callable[[Ctx], list]:
     return lambda ctx: ["check", ctx.base_text(), *[a for o in overrides for a in ("--set", o)]]
 
@@ -491,8 +496,9 @@ CASES = [
       "model.name: unknown model 'cnn'; valid: linear, mlp, softmax"),
     C("unknown-loss", check({"loss": {"name": "hinge"}}),
       "loss.name: unknown loss 'hinge'; valid: cross_entropy, mse, sigmoid_cross_entropy"),
-    C("unknown-optimizer", check({"optimizer": {"name": "adamw"}}),
-      "unknown optimizer 'adamw'; valid: adagrad, adam, momentum, rmsprop, sgd; did you mean 'adam'?"),
+    C("unknown-optimizer", check({"optimizer": {"name": "adamax"}}),
+      "unknown optimizer 'adamax'; valid: adagrad, adam, adamw, momentum, rmsprop, sgd; "
+      "did you mean 'adam'?"),
     C("unknown-schedule", check({"schedule": {"name": "step"}}),
       "schedule.name: unknown schedule 'step'; valid:"),
     C("unknown-dataset", check({"data": {"name": "cifar"}}), "data.name: unknown dataset 'cifar'; valid:"),
@@ -506,6 +512,26 @@ CASES = [
       "train.trainable: 'W1' matches no parameter; the model has W, b"),
     C("l2-names-missing-parameter", check({"l2": {"scale": 0.01, "params": ["W", "W2"]}}),
       "l2.params: 'W2' matches no parameter; the model has W, b"),
+    # --- the step's parts: penalties and clip, with the file and line
+    C("unknown-penalty", before_train("penalties: [{name: l3, scale: 0.1}]"),
+      "line 6: penalties.0.name: unknown penalty 'l3'; valid: l1, l2"),
+    C("unknown-penalty-option", before_train("penalties: [{name: l1, scale: 0.1, scael: 1}]"),
+      "line 6: penalties.0.scael: unknown option for penalty 'l1'; did you mean 'scale'?"),
+    C("penalty-matches-nothing", before_train("penalties: [{name: l1, scale: 0.1, params: [V*]}]"),
+      "line 6: penalties.0.params: 'V*' matches no parameter; the model has W, b"),
+    C("penalty-negative-scale", before_train("penalties:\n  - {name: l2, scale: 1.0e-4}\n"
+                                             "  - {name: l1, scale: -0.1}"),
+      "line 8: penalties.1.scale: must be >= 0, got -0.1"),
+    C("penalties-not-a-list", before_train("penalties: {name: l1, scale: 0.1}"),
+      "line 6: penalties: expected a list such as [{name: l1, scale: 1.0e-4}], got a dict"),
+    C("l2-twice", before_train("l2: {scale: 0.1}\npenalties: [{name: l2, scale: 0.2}]"),
+      "line 7: penalties.0.name: l2 is given twice, here and as the l2 section; keep one of them"),
+    C("unknown-clip", before_train("clip: {name: norms, clip_norm: 1}"),
+      "line 6: clip.name: unknown clip 'norms'; valid: global_norm, norm, value; did you mean 'norm'?"),
+    C("clip-norm-zero", before_train("clip: {name: global_norm, clip_norm: 0}"),
+      "line 6: clip.clip_norm: must be > 0, got 0"),
+    C("clip-min-above-max", before_train("clip: {name: value, min: 1, max: -1}"),
+      "line 6: clip: min (1) must be <= max (-1)"),
     C("mse-on-class-labels", lambda ctx: ["check", ctx.mnist(loss={"name": "mse"})],
       "config.yaml: line 11: loss.name: mse needs real-valued targets", "class labels"),
     C("cross-entropy-on-one-column", check({"loss": {"name": "cross_entropy"}}),

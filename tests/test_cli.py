@@ -249,7 +249,7 @@ def test_dtype_is_kept_everywhere(cli, write_config, tmp_path, dtype):
 
 
 @pytest.mark.parametrize("changes,code,message", [
-    ({"optimizer": {"name": "adamw", "learning_rate": 0.1}}, 2, "did you mean 'adam'"),
+    ({"optimizer": {"name": "adamax", "learning_rate": 0.1}}, 2, "did you mean 'adam'"),
     ({"train": {"trainable": ["V"]}}, 2, "matches no parameter"),
     ({"schedule": {"name": "exponential", "decay_steps": "0 epochs"}}, 2, "decay_steps"),
     ({"optimizer": {"name": "sgd", "learning_rate": 1e30}}, 3, "diverged"),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from tool_runs import config, run, write_yaml
 
+from gdtrain.clipping import CLIPS
 from gdtrain.components import KINDS, describe, render_markdown
 from gdtrain.config import SECTIONS
 from gdtrain.data import DATASETS
@@ -25,13 +26,15 @@ from gdtrain.initializers import INITIALIZERS
 from gdtrain.losses import LOSSES
 from gdtrain.models import MODELS
 from gdtrain.optimizers import OPTIMIZERS
+from gdtrain.penalties import PENALTIES
 from gdtrain.registry import type_name
 from gdtrain.schedules import COMMON_OPTIONS, SCHEDULES
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "config-reference.md"
 TABLES = {"section": SECTIONS, "dataset": DATASETS, "model": MODELS, "loss": LOSSES,
-          "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "initializer": INITIALIZERS}
+          "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "initializer": INITIALIZERS,
+          "penalty": PENALTIES, "clip": CLIPS}
 GDTRAIN = [sys.executable, "-m", "gdtrain"]
 
 
@@ -45,7 +48,7 @@ def test_the_committed_reference_is_what_the_code_generates():
 
 def test_every_registered_component_and_option_is_listed():
     data = describe()
-    assert list(data) == list(KINDS)
+    assert list(data) == list(KINDS) == list(TABLES)
     for kind, registry in TABLES.items():
         entries = {e["name"]: e for e in data[kind]}
         assert sorted(entries) == sorted(registry.names())

@@ -114,7 +114,7 @@ def _train_and_check(tmp_path, dtype: str, model: str, loss: str, optimizer: str
     ds = trainer.dataset
     result = evaluate(trainer.model, trainer.loss, trainer.eval_params(), ds.test, ds.num_classes)
     assert np.isfinite(result["loss"])
-    assert trainer.l2_term() > 0
+    assert trainer.penalty_terms()["l2"] > 0
     return trainer
 
 

@@ -46,7 +46,7 @@ def test_only_trainable_parameters_and_l2_is_included(tmp_path):
     cfg = _config(tmp_path, "softmax", {}, "cross_entropy", l2={"scale": 3.0}, train={"trainable": ["W"]})
     result = gradcheck(cfg)
     assert [r["name"] for r in result["params"]] == ["W"] and result["frozen"] == ["b"]
-    assert result["ok"] and result["l2_params"] == ["W"]
+    assert result["ok"] and [p["params"] for p in result["penalties"]] == [["W"]]
 
 
 def _broken_model(monkeypatch, factor: float):
@@ -105,7 +105,7 @@ def test_cli_exit_codes(tmp_path, cli, monkeypatch):
     assert "W" in out and "ok" in out
     code, out, err = cli("gradcheck", path, "--json", "--set", "l2.scale=0.1")
     assert code == 0, err
-    assert json.loads(out)["l2"] == 0.1
+    assert [p["options"] for p in json.loads(out)["penalties"]] == [{"scale": 0.1}]
     _broken_model(monkeypatch, 1.5)
     code, out, err = cli("gradcheck", path)
     assert code == 1

@@ -49,6 +49,19 @@ def ref_adam(w0, steps, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8):
     return out
 
 
+def ref_adamw(w0, steps, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, weight_decay=0.01):
+    # Keras 3 / PyTorch AdamW: var -= lr·wd·var from the value before the step, with the
+    # step's (scheduled) lr, beside Adam's step in TF1's form
+    w, m, v, out = w0.copy(), np.zeros_like(w0), np.zeros_like(w0), []
+    for t, (g, lr) in enumerate(steps, start=1):
+        m = m + (g - m) * (1 - beta1)
+        v = v + (g * g - v) * (1 - beta2)
+        alpha = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+        w = w - lr * weight_decay * w - alpha * m / (np.sqrt(v) + epsilon)
+        out.append(w)
+    return out
+
+
 def ref_rmsprop(w0, steps, learning_rate, decay=0.9, momentum=0.0, epsilon=1e-10):
     # TF1: the mean square starts at ones; epsilon inside the square root
     w, ms, mom, out = w0.copy(), np.ones_like(w0), np.zeros_like(w0), []
@@ -76,6 +89,9 @@ FORMULA_CASES = [
     ("momentum", {"learning_rate": 0.1, "momentum": 0.5, "nesterov": True}, ref_momentum),
     ("adam", {"learning_rate": 0.01}, ref_adam),
     ("adam", {"learning_rate": 0.1, "beta1": 0.5, "beta2": 0.75, "epsilon": 0.1}, ref_adam),
+    ("adamw", {"learning_rate": 0.01}, ref_adamw),
+    ("adamw", {"learning_rate": 0.1, "beta1": 0.5, "beta2": 0.75, "epsilon": 0.1, "weight_decay": 0.3},
+     ref_adamw),
     ("rmsprop", {"learning_rate": 0.01}, ref_rmsprop),
     ("rmsprop", {"learning_rate": 0.1, "decay": 0.8, "momentum": 0.7, "epsilon": 0.01}, ref_rmsprop),
     ("adagrad", {"learning_rate": 0.1}, ref_adagrad),
@@ -92,7 +108,7 @@ def run_steps(opt, params, grads_per_step, lrs):
     state = opt.init(params)
     history = []
     for grads, lr in zip(grads_per_step, lrs, strict=True):
-        updates, state = opt.update(grads, state, lr)
+        updates, state = opt.update(grads, state, lr, params)
         assert set(updates) == set(grads)
         for k, u in updates.items():
             params[k] += u
@@ -156,7 +172,7 @@ def test_decreases_a_quadratic(name):
     state = opt.init(params)
     start = quadratic(params, curvature)
     for _ in range(100):
-        updates, state = opt.update(quadratic_grad(params, curvature), state, 0.05)
+        updates, state = opt.update(quadratic_grad(params, curvature), state, 0.05, params)
         for k, u in updates.items():
             params[k] += u
     end = quadratic(params, curvature)
@@ -188,7 +204,7 @@ def test_slots_only_for_the_given_params_and_dtypes_kept(name, dtype):
         assert all(v.dtype == dtype for v in per_param.values())
     grads = {"W": rng.normal(0, 1, (4, 3)).astype(dtype)}
     for _ in range(2):
-        updates, state = opt.update(grads, state, 0.1)
+        updates, state = opt.update(grads, state, 0.1, trainable)
         assert set(updates) == {"W"}
         assert updates["W"].dtype == dtype
     for per_param in state.values():

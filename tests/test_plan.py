@@ -83,14 +83,14 @@ def test_sizes_memory_and_ema(tmp_path):
     # adam: m and v for W (6 each) plus two scalar beta powers; EMA shadows W only
     assert plan["memory"] == {"parameters": 9 * f32, "optimizer_slots": (6 + 6 + 2) * f32,
                               "ema_shadows": 6 * f32, "total": (9 + 14 + 6) * f32}
-    ema = plan["ema"]
+    ema = next(p for p in plan["chain"] if p["label"] == "ema")
     # min(0.99, (1+n)/(10+n)) reaches 0.99 at n = 890
     assert ema["reaches_decay_at"] == 890
     for point in ema["points"]:
         n = point["updates"]
         assert point["decay"] == min(0.99, (1.0 + n) / (10.0 + n))
     assert [p["updates"] for p in ema["points"]] == [1, 10, 100, 890, 1000]
-    assert make_plan(resolve(config(tmp_path)))["ema"] is None  # no ema section
+    assert "ema" not in [p["label"] for p in make_plan(resolve(config(tmp_path)))["chain"]]  # no ema section
 
 
 def test_log_eval_and_checkpoint_steps_match_a_real_run(tmp_path):

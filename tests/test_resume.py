@@ -134,6 +134,9 @@ def test_changing_what_defines_the_run_is_refused_with_a_dotted_diff(tmp_path, c
     ("schedule.decay_rate=0.9", "schedule.decay_rate: 0.5 -> 0.9"),
     ("l2.scale=0.02", "l2.scale: 0.01 -> 0.02"),
     ("ema.decay=0.99", "ema.decay: 0.9 -> 0.99"),
+    ("clip={name: global_norm, clip_norm: 1}", "clip.name: (unset) -> 'global_norm'"),
+    ("penalties=[{name: l1, scale: 0.01}]",
+     "penalties: (unset) -> [{'name': 'l1', 'scale': 0.01, 'params': ['W1', 'W2']}]"),
 ])
 def test_changing_the_update_rule_needs_allow_config_change(tmp_path, cli, override, shown):
     config, ckpts, before = _first_half(tmp_path, cli)

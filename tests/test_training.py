@@ -64,8 +64,8 @@ def test_ema_with_num_updates_by_hand(make_trainer):
             shadow[k] = shadow[k] - (1 - d) * (shadow[k] - t.params[k])
             np.testing.assert_allclose(t.ema[k], shadow[k], rtol=1e-14, atol=1e-16, err_msg=f"{k} n={n}")
     # the first decay is 2/11, far below 0.99: the shadow moved most of the way
-    assert t.ema_decay_at(1) == pytest.approx(2 / 11)
-    assert t.ema_decay_at(1000) == 0.99
+    assert t.average.decay_at(1) == pytest.approx(2 / 11)
+    assert t.average.decay_at(1000) == 0.99
 
 
 def test_ema_without_num_updates_uses_decay(make_trainer):
@@ -97,8 +97,8 @@ def test_l2_term_and_gradient_on_configured_params_only(make_trainer):
     reg = make_trainer({**changes, "l2": {"scale": 0.1, "params": ["W1"]}})
     start = snapshot(reg.params)
     w = start["W1"].ravel().tolist()
-    assert reg.l2_term() == pytest.approx(0.1 * sum(v * v for v in w) / 2, rel=1e-14)
-    assert plain.l2_term() == 0.0
+    assert reg.penalty_terms()["l2"] == pytest.approx(0.1 * sum(v * v for v in w) / 2, rel=1e-14)
+    assert plain.penalty_terms() == {}  # no penalty, no term
     plain.step()
     reg.step()
     # same data gradient in both; the regularised run also moves W1 by -lr·scale·W1
@@ -110,7 +110,7 @@ def test_l2_term_and_gradient_on_configured_params_only(make_trainer):
 
 def test_l2_defaults_to_weight_matrices(make_trainer):
     t = make_trainer({**MLP, "l2": {"scale": 0.1}})
-    assert t.l2_params == ["W1", "W2"]
+    assert [p.params for p in t.penalties] == [["W1", "W2"]]
     assert t.config["l2"]["params"] == ["W1", "W2"]
 
 
