@@ -322,7 +322,8 @@ OPTIONAL_SECTIONS = ("schedule", "l2", "penalties", "clip", "ema")
 # (and REQUIRED if it must be given) plus one entry here.
 SECTION_SHAPES: dict[str, str | list[str]] = {
     "run": "section", "data": "dataset", "model": "model", "loss": "loss", "optimizer": "optimizer",
-    "schedule": "schedule", "l2": "section", "ema": "section", "train": "section",
+    "schedule": "schedule", "l2": "section", "penalties": ["penalty"], "clip": "clip", "ema": "section",
+    "train": "section",
 }
 
 # What a resumed run may not change (it would be a different run), and what it may

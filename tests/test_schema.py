@@ -120,10 +120,11 @@ def test_every_component_and_option_is_in_the_schema():
 # ---------------------------------------------------------------- schema and resolve agree
 
 SECTION_OF = {"dataset": "data", "model": "model", "loss": "loss", "optimizer": "optimizer",
-              "schedule": "schedule"}
+              "schedule": "schedule", "clip": "clip"}
+LIST_SECTION_OF = {"penalty": "penalties"}  # kinds written as a list of components
 # Values for required options, so that a component can be written with only its defaults.
 SAMPLES = {"learning_rate": 0.1, "scale": 0.01, "path": "data.npz", "boundaries": [10, 20],
-           "values": [0.1, 0.01, 0.001]}
+           "values": [0.1, 0.01, 0.001], "min": -1.0, "max": 1.0, "clip_norm": 5.0}
 # An option that rules another out (resolve: "give steps or epochs, not both").
 EXCLUDES = {("train", "epochs"): "steps"}
 # Options that go only with others (resolve: "best_metric goes with keep_best: true",
@@ -150,6 +151,8 @@ def place(kind: str, name: str, options: dict) -> dict:
         raw[name] = section
     elif kind == "initializer":
         raw["model"] = {"name": "linear", "init": {"name": name, **options}}
+    elif kind in LIST_SECTION_OF:
+        raw[LIST_SECTION_OF[kind]] = [{"name": name, **options}]
     else:
         raw[SECTION_OF[kind]] = {"name": name, **options}
     return raw
