@@ -241,7 +241,8 @@ def test_softplus_slope_from_its_output_is_within_a_few_ulps(dtype):
     z = np.linspace(-100, 100, 400_001).astype(dtype)
     slope = dact(act(z.copy())).astype(np.float64)
     z64 = z.astype(np.float64)
-    exact = np.where(z64 >= 0, 1 / (1 + np.exp(-np.abs(z64))), np.exp(-np.abs(z64)) / (1 + np.exp(-np.abs(z64))))
+    e = np.exp(-np.abs(z64))
+    exact = np.where(z64 >= 0, 1 / (1 + e), e / (1 + e))
     normal = z64 > (-87 if dtype == np.float32 else -100)
     assert np.max(np.abs(slope - exact)[normal] / exact[normal]) <= 3 * eps
     assert np.max(np.abs(slope - exact)) <= eps
@@ -253,7 +254,8 @@ DEEP_NAMES = ["W1", "b1", "W2", "b2", "W3", "b3", "W4", "b4", "W5", "b5"]
 def test_depth_from_a_list_names_every_layer():
     model = MODELS.build("mlp", {"hidden": [200, 100, 60, 30]}, "model", input_dim=784, output_dim=10)
     assert model.names == DEEP_NAMES
-    assert [model.shapes[f"W{i}"] for i in range(1, 6)] == [(784, 200), (200, 100), (100, 60), (60, 30), (30, 10)]
+    assert [model.shapes[f"W{i}"] for i in range(1, 6)] == [
+        (784, 200), (200, 100), (100, 60), (60, 30), (30, 10)]
     assert [model.shapes[f"b{i}"] for i in range(1, 6)] == [(200,), (100,), (60,), (30,), (10,)]
     assert model.weights == ["W1", "W2", "W3", "W4", "W5"]
     assert model.default_init == {n: "glorot_uniform" if n[0] == "W" else "zeros" for n in DEEP_NAMES}
@@ -307,7 +309,8 @@ def test_bad_width_in_a_file_names_its_line(tmp_path, cli):
                     "loss: {name: mse}\noptimizer: {name: sgd, learning_rate: 0.1}\ntrain: {steps: 1}\n")
     code, out, err = cli("check", path)
     assert code == 2
-    assert err.strip().splitlines() == [f"gdtrain: error: {path}: line 4: model.hidden: item 1: must be >= 1, got 0"]
+    assert err.strip().splitlines() == [
+        f"gdtrain: error: {path}: line 4: model.hidden: item 1: must be >= 1, got 0"]
 
 
 # ------------------------------------------------------------------ dropout
