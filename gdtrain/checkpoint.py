@@ -219,11 +219,13 @@ def clean_temporaries(directory: str | Path) -> list[Path]:
 
 
 def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
-             max_bytes: int = 1 << 32) -> dict[str, np.ndarray]:
+             max_bytes: int = 1 << 32, whole_zip: bool = False) -> dict[str, np.ndarray]:
     """Arrays of an npz file, read without pickle and with every size checked first.
 
     `expected`, when given, maps array names to required shapes; other names are
-    refused. Raises CheckpointError naming the file and the array.
+    refused. `whole_zip` also checks the zip's headers and end record byte for byte
+    (gdtrain's checkpoints; see _check_zip_structure). Raises CheckpointError naming the
+    file and the array.
     """
     path = Path(path)
     if not path.is_file():
@@ -236,13 +238,16 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
         raise CheckpointError(f"{path}: cannot open ({exc.strerror or exc})") from None
     try:
         zf = zipfile.ZipFile(fh)
-    except (zipfile.BadZipFile, OSError) as exc:
+    # NotImplementedError: a directory entry claiming a zip version zipfile cannot read
+    except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
         fh.close()
         raise CheckpointError(f"{path}: not an npz (zip) file ({exc})") from None
     out: dict[str, np.ndarray] = {}
     total = 0
     with fh, zf:
         _check_members(path, zf.infolist(), expected is not None, os.fstat(fh.fileno()).st_size)
+        if whole_zip:
+            _check_zip_structure(path, fh, zf.infolist())
         for info in zf.infolist():
             name = info.filename[:-4]
             if expected is not None and name not in expected and name != META_KEY:
@@ -369,6 +374,90 @@ def _check_members(path: Path, members: list[zipfile.ZipInfo], shapes_known: boo
             f"{path}: members declare {stored} bytes but the file has {size} (forged or truncated)")
 
 
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zipfile's structFileHeader
+_ZIP64_EXTRA = 0x0001
+
+
+_END_RECORD = struct.Struct("<4s4H2LH")  # zipfile's structEndArchive
+
+
+def _check_zip_structure(path: Path, fh, members: list[zipfile.ZipInfo]) -> None:
+    """The zip around the arrays, as its writer left it: the end record describes one disk
+    holding exactly these members and no comment (gdtrain writes none); each directory
+    entry's lengths add up to the directory; each member's local header agrees with its
+    directory entry (a writer writes both from the same values). zipfile itself reads a
+    member through its directory entry alone and skips most of the rest, so a damaged
+    byte there went unnoticed (770 of the 5708 of a small checkpoint). Left unchecked:
+    the directory's made-by version and file attributes, which say nothing about the data."""
+    fh.seek(-_END_RECORD.size, os.SEEK_END)
+    _, disk, cd_disk, here, total, cd_size, _, comment = _END_RECORD.unpack(fh.read(_END_RECORD.size))
+    count = len(members) if len(members) < 0xFFFF else 0xFFFF  # zip64 keeps the real count elsewhere
+    if (disk, cd_disk, here, total, comment) != (0, 0, count, count, 0):
+        raise CheckpointError(f"{path}: the zip end record does not match its {len(members)} "
+                              "members (damaged)")
+    # zipfile reads the directory leniently (a name length too long for what follows is cut
+    # short): the lengths each entry declares must add up to the directory exactly
+    end = fh.seek(-_END_RECORD.size, os.SEEK_END)
+    if cd_size != 0xFFFFFFFF:  # else zip64: the directory's size is in the zip64 end record
+        fh.seek(max(end - cd_size, 0))
+        directory = fh.read(cd_size)
+        position = 0
+        for info in members:
+            name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+            lengths = (len(name), len(info.extra), len(info.comment))
+            if end < cd_size or len(directory) < position + 34 or \
+                    struct.unpack_from("<3H", directory, position + 28) != lengths:
+                raise CheckpointError(f"{path}: member {info.filename!r}: its directory entry is damaged")
+            position += 46 + sum(lengths)
+        if position != cd_size:
+            raise CheckpointError(f"{path}: the zip directory holds more than its members (damaged)")
+    for info in members:
+        if info.volume != 0:
+            raise CheckpointError(f"{path}: member {info.filename!r} claims another disk (damaged)")
+        try:
+            fh.seek(info.header_offset)
+        except (OSError, ValueError, OverflowError):  # a damaged offset: before the file's start
+            raise CheckpointError(f"{path}: member {info.filename!r} has no header at its offset "
+                                  "(damaged)") from None
+        head = fh.read(_LOCAL_HEADER.size)
+        if len(head) != _LOCAL_HEADER.size:
+            raise CheckpointError(f"{path}: member {info.filename!r} has a truncated header (damaged)")
+        (magic, version, system, flags, method, time, date, crc, csize, usize,
+         name_len, extra_len) = _LOCAL_HEADER.unpack(head)
+        fh.seek(name_len, os.SEEK_CUR)
+        extra = fh.read(extra_len)
+        if (usize, csize) == (0xFFFFFFFF, 0xFFFFFFFF):  # the sizes are in the zip64 record
+            usize, csize = _zip64_sizes(extra)
+        y, mo, d, h, mi, sec = info.date_time
+        expected = (zipfile.stringFileHeader, info.extract_version, info.reserved, info.flag_bits,
+                    info.compress_type, (h << 11) | (mi << 5) | (sec // 2), ((y - 1980) << 9) | (mo << 5) | d)
+        got = (magic, version, system, flags, method, time, date)
+        if flags & 0x08 == 0:  # without a data descriptor the header holds the CRC and sizes
+            expected += (info.CRC, info.compress_size, info.file_size)
+            got += (crc, csize, usize)
+        if got != expected or len(extra) != extra_len:
+            raise CheckpointError(f"{path}: member {info.filename!r}: its local header disagrees with "
+                                  "the zip directory (damaged)")
+
+
+def _zip64_sizes(extra: bytes) -> tuple[int | None, int | None]:
+    """(uncompressed, compressed) sizes from a local header's zip64 record; (None, None)
+    unless the extra field is whole records, one of them a local zip64 record (16 bytes)."""
+    sizes = (None, None)
+    while extra:
+        if len(extra) < 4:
+            return None, None
+        kind, size = struct.unpack("<HH", extra[:4])
+        if len(extra) < 4 + size:
+            return None, None
+        if kind == _ZIP64_EXTRA:
+            if size != 16:
+                return None, None
+            sizes = struct.unpack("<QQ", extra[4:20])
+        extra = extra[4 + size:]
+    return sizes
+
+
 def _reject_constant(token: str):
     raise ValueError(f"non-finite number {token}")
 
@@ -383,7 +472,7 @@ def _finite_float(token: str) -> float:
 def load(path: str | Path) -> tuple[dict, dict]:
     """(arrays, meta) of a checkpoint after verifying format, hashes and completeness, and
     that a file named for a step (ckpt-NNNNNNNN.npz) holds that step."""
-    arrays = read_npz(path)
+    arrays = read_npz(path, whole_zip=True)
     blob = arrays.pop(META_KEY, None)
     if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
         raise CheckpointError(f"{path}: no metadata; not a gdtrain checkpoint")

@@ -836,10 +836,13 @@ def classify_drift(old: dict, new: dict) -> tuple[list, list, list]:
     A path spelt differently but naming the same file is no change."""
     refused, guarded, allowed = [], [], []
     paths = set(path_options(old)) | set(path_options(new))
+    saved_keys = flatten(old)
     for change in diff(with_section_defaults(old), with_section_defaults(new)):
         key = change[0]
         if key in paths and same_path(change[1], change[2]):
             continue
+        if key not in saved_keys and _is_new_default(new, key):
+            continue  # an option added since the checkpoint was saved, at its default: same run
         if any(key == f or key.startswith(f + ".") for f in FROZEN_ON_RESUME):
             refused.append(change)
         elif any(key == g or key.startswith(g + ".") for g in GUARDED_ON_RESUME):
@@ -852,6 +855,24 @@ def classify_drift(old: dict, new: dict) -> tuple[list, list, list]:
         else:
             allowed.append(change)
     return refused, guarded, allowed
+
+
+def _is_new_default(config: dict, key: str) -> bool:
+    """Whether `key` (section.option) holds the default of an option its component or
+    section takes: what resolving fills in for an option the saved config predates."""
+    section, _, option = key.partition(".")
+    if not option or "." in option or not isinstance(config.get(section), dict):
+        return False
+    tables = dict(zip(("data", "model", "loss", "optimizer", "schedule"), _tables()[:5], strict=True))
+    registry = tables.get(section, SECTIONS)
+    name = config[section].get("name") if section in tables else section
+    if name not in registry:
+        return False
+    default = next((o.default for o in registry.options(name) if o.name == option), _NO_OPTION)
+    return default is not _NO_OPTION and default == config[section][option]
+
+
+_NO_OPTION = object()
 
 
 def _schedule_spans_run(config: dict) -> bool:

@@ -10,6 +10,10 @@ parameter a sample of entries is perturbed by ±h; the error of a parameter is
     max |analytic - numeric| / max(|analytic|, |numeric|)   over its checked entries,
 
 a relative error that stays meaningful when single entries of the gradient are 0.
+
+A model with dropout is checked with its masks held fixed: every evaluation, the analytic
+gradient's and each perturbed one, uses the dropout key of the run's first step, so the
+differences see the very function the backward pass differentiates.
 """
 
 from __future__ import annotations
@@ -45,13 +49,15 @@ def gradcheck(config: dict, batch: int = 8, entries: int = 20, tolerance: float 
     model, loss = trainer.model, trainer.loss
     rng = np.random.default_rng(seed)
     params = {k: v + jitter * rng.standard_normal(v.shape) for k, v in trainer.params.items()}
+    # one key for every evaluation: the masks stay fixed while entries are perturbed
+    dropout_key = (trainer.seed, 0) if model.dropout else None
 
     def objective() -> float:
-        out, _ = model.forward(params, x)
+        out, _ = model.forward(params, x, dropout_key)
         value, _ = loss.value_and_grad(out, y)
         return value + sum(trainer.penalty_terms(params).values())
 
-    value, grads = trainer.gradients(params, x, y)  # the very code a training step runs
+    value, grads = trainer.gradients(params, x, y, dropout_key)  # the very code a training step runs
 
     rows = []
     for name in trainer.trainable:
@@ -87,6 +93,7 @@ def gradcheck(config: dict, batch: int = 8, entries: int = 20, tolerance: float 
         "loss": cfg["loss"]["name"],
         "penalties": [p.describe() for p in trainer.penalties],
         "batch": batch,
+        "dropout_key": list(dropout_key) if dropout_key else None,
         "objective": value + sum(trainer.penalty_terms(params).values()),
         "tolerance": tolerance,
         "frozen": [k for k in trainer.model.names if k not in trainer.trainable_set],

@@ -2,7 +2,7 @@
 
 A component (model, loss, optimizer, schedule, dataset, initializer) is a function
 registered under a name. Its keyword parameters are the options a config may give;
-their annotations say the type and, through `Range`/`OneOf`, the allowed values.
+their annotations say the type and, through `Range`/`OneOf`/`NonEmpty`, the allowed values.
 `Registry.check` validates a config section against the signature and returns every
 problem at once; `Registry.build` calls the factory with checked, coerced values.
 Parameters listed in `injected` are supplied by gdtrain (e.g. a model's input size),
@@ -96,6 +96,18 @@ def is_path(annotation: Any) -> bool:
     return any(isinstance(e, IsPath) for e in extras)
 
 
+class NonEmpty:
+    """The option (a list) must have at least one item: Annotated[list[int], NonEmpty()]."""
+
+    def problem(self, value: Any) -> str | None:
+        return "must not be empty" if len(value) == 0 else None
+
+    def describe(self) -> str:
+        return "non-empty"
+
+
+_CONSTRAINTS = (Range, OneOf, NonEmpty)
+
 Positive = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
 Fraction = Annotated[float, Range(gt=0, le=1)]  # decay rates: (0, 1]
@@ -134,7 +146,7 @@ def type_name(annotation: Any) -> str:
 def _unwrap(annotation: Any) -> tuple[Any, list]:
     if get_origin(annotation) is Annotated:
         base, *extra = get_args(annotation)
-        return base, [e for e in extra if isinstance(e, (Range, OneOf))]
+        return base, [e for e in extra if isinstance(e, _CONSTRAINTS)]
     return annotation, []
 
 
@@ -156,8 +168,9 @@ def coerce(value: Any, annotation: Any) -> tuple[Any, str | None]:
             if problem is None:
                 return _check_constraints(result, constraints)
             problems.append(problem)
-        # The right type but out of range ("must be >= 1, got 0") says more than the union.
-        in_range = [p for p in problems if p.startswith("must ")]
+        # The right type but out of range ("must be >= 1, got 0", or a list's "item 1: must
+        # be >= 1, got 0") says more than the union.
+        in_range = [p for p in problems if p.startswith(("must ", "item "))]
         if in_range:
             return value, in_range[0]
         return value, f"expected {type_name(annotation)}, got {show(value)}"

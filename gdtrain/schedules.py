@@ -71,20 +71,28 @@ def exponential(
     decay_rate: Fraction = 0.96,
     decay_steps: float | str = "epoch",
     staircase: bool = False,
+    min_learning_rate: NonNegative = 0.0,
 ) -> Schedule:
     """tf.train.exponential_decay: lr · rate^(step / decay_steps), exponent floored with staircase.
 
     decay_rate: factor per decay_steps, in (0, 1]
     decay_steps: a number of steps, 'epoch' or 'N epochs'
     staircase: decay in whole steps of decay_steps
+    min_learning_rate: a floor m (at most learning_rate): the rate is m + (lr - m) · rate^(step /
+      decay_steps), from lr down towards m; 0: TF1's form
     """
     period = _steps(decay_steps, steps_per_epoch, "decay_steps")
+    if min_learning_rate > learning_rate:
+        raise ValueError(f"min_learning_rate: {min_learning_rate:g} is above the optimizer's "
+                         f"learning_rate {learning_rate:g}; the rate decays from learning_rate down to it")
 
     def lr(step: int) -> float:
         exponent = step / period
         if staircase:
             exponent = math.floor(exponent)
-        return learning_rate * decay_rate**exponent
+        if not min_learning_rate:  # TF1's form, bit for bit
+            return learning_rate * decay_rate**exponent
+        return min_learning_rate + (learning_rate - min_learning_rate) * decay_rate**exponent
 
     return lr
 

@@ -119,6 +119,7 @@ class Trainer:
         self.config = config
         self.dataset = dataset
         run, train = config["run"], config["train"]
+        self.seed = run["seed"]
         self.dtype = np.dtype(run["dtype"])
         model_opts = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
         self.model: Model = MODELS.build(
@@ -177,10 +178,11 @@ class Trainer:
     def lr(self, step: int) -> float:
         return float(self.schedule(step))
 
-    def gradients(self, params: dict, x, y) -> tuple[float, dict]:
+    def gradients(self, params: dict, x, y, dropout_key=None) -> tuple[float, dict]:
         """(data loss, gradients of data loss + every penalty) of the trainable parameters on
-        (x, y): what a step descends, and what `gradcheck` checks."""
-        out, cache = self.model.forward(params, x)
+        (x, y): what a step descends, and what `gradcheck` checks. dropout_key: (seed, step),
+        the dropout masks' source (None: no dropout)."""
+        out, cache = self.model.forward(params, x, dropout_key)
         loss, dout = self.loss.value_and_grad(out, y)
         grads = self.model.backward(params, cache, dout, self.trainable_set)
         for penalty in self.penalties:
@@ -190,7 +192,8 @@ class Trainer:
     def step(self) -> StepResult:
         step = self.step_count
         x, y = self.stream.batch(step)
-        loss, grads = self.gradients(self.params, x, y)
+        # dropout masks from (seed, step), like the batch: a resume draws the same ones
+        loss, grads = self.gradients(self.params, x, y, (self.seed, step))
         if not math.isfinite(loss):
             raise self.diverged(step, f"loss is {loss}")
         lr = self.lr(step)

@@ -154,6 +154,9 @@ def render_gradcheck(console: Console, result: dict) -> None:
     console.print(table)
     if result["frozen"]:
         console.print(f"not checked (frozen): {', '.join(result['frozen'])}")
+    if result.get("dropout_key"):
+        seed, step = result["dropout_key"]
+        console.print(f"dropout: masks held fixed (key seed {seed}, step {step}) for every evaluation")
     console.print(f"tolerance {result['tolerance']:g}: relative error = max |analytic - numeric| / "
                   "max |gradient| over the checked entries")
 

@@ -288,3 +288,18 @@ def test_two_gaussians_shift_near_minus_1_1(cli, tmp_path):
     p = run_seed_config(cli, tmp_path, "two_gaussians")
     assert p["W"].item() == 1.0
     assert p["b"].item() == pytest.approx(-1.1, abs=0.15)
+
+
+@pytest.mark.parametrize("name", ["mnist_deep_sigmoid", "mnist_deep_relu", "mnist_deep_decay",
+                                  "mnist_deep_dropout"])
+def test_tutorial_ladder_configs_smoke(cli, name):
+    """The deep MNIST configs (Görner's tutorial) build, train a few steps, save, resume
+    bit-identically and evaluate; each names the tutorial step its header reproduces."""
+    path = CONFIGS / f"{name}.yaml"
+    assert "without a PhD" in path.read_text().split("run:")[0]
+    code, out, err = cli("run", path, "--smoke")
+    assert code == 0, err
+    assert out.startswith("smoke ok") and "bit-identical" in out
+    resolved = yaml.safe_load(cli("check", path, "--no-data")[1])
+    assert resolved["model"]["hidden"] == [200, 100, 60, 30]
+    assert resolved["model"]["dropout"] == (0.25 if name.endswith("dropout") else 0.0)

@@ -13,9 +13,10 @@ from gdtrain.gradcheck import gradcheck
 from gdtrain.losses import LOSSES
 from gdtrain.models import ACTIVATIONS, MODELS
 
-# every model, and the MLP with each activation
+# every model, and the MLP with each activation, two layers and four with dropout
 MODEL_CASES = [(m, {}) for m in sorted(MODELS) if m != "mlp"] + [
-    ("mlp", {"hidden": 5, "activation": a}) for a in sorted(ACTIVATIONS)]
+    ("mlp", {"hidden": 5, "activation": a}) for a in sorted(ACTIVATIONS)] + [
+    ("mlp", {"hidden": [5, 4, 3], "activation": a, "dropout": 0.3}) for a in sorted(ACTIVATIONS)]
 
 
 def _config(tmp_path, model: str, model_opts: dict, loss: str, **sections) -> dict:
@@ -30,7 +31,8 @@ def _config(tmp_path, model: str, model_opts: dict, loss: str, **sections) -> di
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 @pytest.mark.parametrize("model,opts", MODEL_CASES,
-                         ids=[f"{m}-{o.get('activation', '')}".rstrip("-") for m, o in MODEL_CASES])
+                         ids=[f"{m}-{o.get('activation', '')}{'-deep' if 'dropout' in o else ''}".rstrip("-")
+                              for m, o in MODEL_CASES])
 def test_every_model_and_loss_passes(tmp_path, model, opts, loss):
     result = gradcheck(_config(tmp_path, model, opts, loss, l2={"scale": 0.05}), batch=6, entries=12)
     assert result["ok"], result["params"]
@@ -40,6 +42,26 @@ def test_every_model_and_loss_passes(tmp_path, model, opts, loss):
         assert row["checked"] == min(12, row["size"])
         assert row["relative_error"] < 1e-7  # far inside the tolerance: float64 differences are this good
         assert row["max_abs_grad"] > 0
+
+
+def test_dropout_is_checked_with_its_masks_held_fixed(tmp_path, cli):
+    """With dropout the masks are drawn from one key, (run seed, step 0), for the analytic
+    gradient and every perturbation: the check passes, reports the key, and checks a
+    different function than the model without dropout."""
+    model = {"hidden": [6, 5], "activation": "tanh"}
+    plain = gradcheck(_config(tmp_path, "mlp", model, "cross_entropy"))
+    cfg = _config(tmp_path, "mlp", {**model, "dropout": 0.5}, "cross_entropy", run={"seed": 4})
+    dropped = gradcheck(cfg)
+    assert dropped["ok"] and plain["ok"]
+    assert dropped["dropout_key"] == [4, 0] and plain["dropout_key"] is None
+    assert dropped["objective"] != plain["objective"]
+    path = write_yaml(tmp_path / "gc.yaml", config(tmp_path, model={"name": "mlp", **model, "dropout": 0.5},
+                                                   run={"seed": 4}))
+    code, out, err = cli("gradcheck", path)
+    assert code == 0, err
+    assert "dropout: masks held fixed (key seed 4, step 0) for every evaluation" in out
+    code, out, _ = cli("gradcheck", path, "--json")
+    assert code == 0 and json.loads(out)["dropout_key"] == [4, 0]
 
 
 def test_only_trainable_parameters_and_l2_is_included(tmp_path):

@@ -95,6 +95,38 @@ def test_resume_prefers_a_complete_checkpoint_newer_than_the_pointer(reference, 
     assert_same_state(summary["trainer"].state_arrays(), checkpoint_arrays(ref_dir, STEPS))
 
 
+DROPOUT = {"model": {"hidden": [4, 3], "dropout": [0.3, 0.5]}}
+
+
+@pytest.fixture(scope="module")
+def dropout_reference(tmp_path_factory):
+    """The uninterrupted 30-step run of a three-layer net with dropout on both hidden layers."""
+    root = tmp_path_factory.mktemp("dropout")
+    run(make_config(root, "drop", DROPOUT))
+    return root / "drop"
+
+
+@pytest.mark.parametrize("cut", [1, 7, 13, 26, 29])
+def test_resume_with_dropout_is_bit_identical(dropout_reference, tmp_path, cut, no_fsync):
+    """Dropout masks come from (seed, step, layer): a run resumed at step `cut` draws the
+    masks the uninterrupted one drew, so every checkpoint after it matches bit for bit."""
+    cut_back(dropout_reference, tmp_path / "drop", cut)
+    summary = run(make_config(tmp_path, "drop", DROPOUT))
+    assert summary["resumed_from"] == cut
+    for step in range(cut + 1, STEPS + 1):
+        assert_same_state(checkpoint_arrays(tmp_path / "drop", step),
+                          checkpoint_arrays(dropout_reference, step), f"cut at {cut}, checkpoint {step}")
+    assert train_records(tmp_path / "drop") == train_records(dropout_reference)
+
+
+def test_dropout_changes_the_run(dropout_reference, tmp_path):
+    """Not vacuous: the same net without dropout ends elsewhere, and its step losses differ."""
+    plain = run(make_config(tmp_path, "plain", {"model": {"hidden": [4, 3]}}))
+    dropped = checkpoint_arrays(dropout_reference, STEPS)
+    assert sorted(plain["trainer"].state_arrays()) == sorted(dropped)
+    assert all(plain["trainer"].state_arrays()[k].tobytes() != v.tobytes() for k, v in dropped.items())
+
+
 # ------------------------------------------------------------------ config drift, end to end
 
 
@@ -111,6 +143,8 @@ def _first_half(tmp_path, cli) -> tuple:
 @pytest.mark.parametrize("override, shown", [
     ("model.hidden=5", "model.hidden: 4 -> 5"),
     ("model.activation=relu", "model.activation: 'tanh' -> 'relu'"),
+    ("model.hidden=[4,4]", "model.hidden: 4 -> [4, 4]"),
+    ("model.dropout=0.3", "model.dropout: 0.0 -> 0.3"),
     ("data.samples=101", "data.samples: 100 -> 101"),
     ("loss.reduction=sum", "loss.reduction: 'mean' -> 'sum'"),
     ("run.seed=8", "run.seed: 7 -> 8"),
@@ -236,3 +270,31 @@ def test_every_resume_refusal_offers_restart_and_a_new_run_name(tmp_path, cli):
         code, out, err = cli("plan", config, "--set", override, "--json")
         detail = json.loads(out)["resume"]["detail"]
         assert code == 0 and "--restart" in detail and "--set run.name=" in detail, detail
+
+
+def test_options_added_since_a_checkpoint_count_as_their_defaults(tmp_path):
+    """A checkpoint saved before model.dropout and schedule.min_learning_rate existed holds a
+    config without them: at their defaults the run is the same and resumes without a note;
+    set to anything else, it is a different run and refused like any model change."""
+    import copy
+    import shutil
+    from pathlib import Path
+
+    from gdtrain.config import resolve
+    from gdtrain.errors import ConfigError
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    case = json.loads((fixtures / "baseline.json").read_text())["old_runs"]["mlp_momentum"]
+    saved = yaml.safe_load((fixtures / "old_runs" / "mlp_momentum" / "config.yaml").read_text())
+    assert "dropout" not in saved["model"] and "min_learning_rate" not in saved["schedule"]
+    shutil.copytree(fixtures / "old_runs" / "mlp_momentum", tmp_path / "mlp_momentum")
+    raw = copy.deepcopy(case["raw"])
+    raw["run"]["dir"] = str(tmp_path)
+    raw["model"]["dropout"] = 0.3
+    with pytest.raises(ConfigError, match=r"model\.dropout: \(unset\) -> 0\.3; use --restart"):
+        run(resolve(raw))
+    del raw["model"]["dropout"]
+    rec = Recorder()
+    summary = run(resolve(raw), rec)
+    assert summary["resumed_from"] == case["cut"]
+    assert not [m for m in rec.messages if "config change" in m]

@@ -34,6 +34,14 @@ VALUE_CASES = [
      {468: LR, 469: LR * 0.5, 937: LR * 0.5, 938: LR * 0.25}),
     ({"name": "exponential", "decay_rate": 0.5, "decay_steps": "2 epochs", "staircase": True}, 10, 100,
      {19: LR, 20: LR * 0.5, 40: LR * 0.25}),
+    # with a floor m: m + (lr - m)·rate^(step/decay_steps); rate 1/e over 2000 steps is the
+    # tutorial's m + (lr - m)·exp(-step/2000) (mnist_deep_dropout.yaml)
+    ({"name": "exponential", "decay_rate": math.exp(-1), "decay_steps": 2000, "min_learning_rate": 0.004},
+     300, 10000, {0: LR, 2000: 0.004 + 0.096 / math.e, 3000: 0.004 + 0.096 * math.exp(-1.5),
+                  10000: 0.004 + 0.096 * math.exp(-5), 10**6: 0.004}),
+    ({"name": "exponential", "decay_rate": 0.5, "decay_steps": 10, "staircase": True,
+      "min_learning_rate": 0.02}, 7, 100, {9: LR, 10: 0.02 + 0.08 * 0.5, 25: 0.02 + 0.08 * 0.25}),
+    ({"name": "exponential", "decay_rate": 0.5, "min_learning_rate": LR}, 7, 100, {0: LR, 70: LR}),
     # piecewise constant: the boundary itself still uses the earlier value (TF: step <= boundary)
     ({"name": "piecewise_constant", "boundaries": [10, 20], "values": [1.0, 0.5, 0.1]}, 5, 100,
      {0: 1.0, 9: 1.0, 10: 1.0, 11: 0.5, 20: 0.5, 21: 0.1, 1000: 0.1}),
@@ -87,6 +95,9 @@ INVALID = [
     ({"name": "exponential", "decay_steps": "-2 epochs"}, "decay_steps"),
     ({"name": "exponential", "decay_steps": "nan epochs"}, "decay_steps"),
     ({"name": "exponential", "staircase": "yes"}, "staircase"),
+    ({"name": "exponential", "min_learning_rate": -0.01}, "min_learning_rate: must be >= 0"),
+    ({"name": "exponential", "min_learning_rate": 0.2},
+     "min_learning_rate: 0.2 is above the optimizer's learning_rate 0.1"),
     ({"name": "piecewise_constant", "boundaries": [10], "values": [0.1]}, "one more"),
     ({"name": "piecewise_constant", "boundaries": [20, 10], "values": [0.1, 0.2, 0.3]}, "increasing"),
     ({"name": "piecewise_constant", "boundaries": [10, 10], "values": [0.1, 0.2, 0.3]}, "increasing"),
@@ -125,3 +136,28 @@ def test_learning_rate_is_finite_and_positive_or_zero_everywhere(name):
     for step in range(0, 400, 7):
         value = schedule(step)
         assert math.isfinite(value) and value >= 0, (step, value)
+
+
+def test_exponential_without_a_floor_is_tf1s_expression_bit_for_bit():
+    """min_learning_rate 0 (the default) keeps lr · rate^(step/decay_steps) exactly, so
+    every existing config's learning rates keep their bits."""
+    schedule = build_schedule({"name": "exponential", "decay_rate": 0.99, "decay_steps": 300}, LR, 300, 3000)
+    for step in (0, 1, 299, 300, 1234, 2999):
+        assert schedule(step) == LR * 0.99 ** (step / 300)
+
+
+@pytest.mark.parametrize("name, formula", [
+    # mnist_2.1: 0.0001 + tf.train.exponential_decay(0.003, step, 2000, 1/e)
+    ("mnist_deep_decay", lambda step: 0.0001 + 0.003 * math.exp(-step / 2000)),
+    # mnist_2.2: min + (max - min) · exp(-i / decay_speed)
+    ("mnist_deep_dropout", lambda step: 0.0001 + (0.003 - 0.0001) * math.exp(-step / 2000)),
+])
+def test_tutorial_ladder_learning_rates(name, formula):
+    from pathlib import Path
+
+    from gdtrain.config import load
+
+    config = load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    schedule = build_schedule(config["schedule"], config["optimizer"]["learning_rate"], 600, 10000)
+    for step in (0, 1, 1000, 2000, 5000, 9999):
+        assert schedule(step) == pytest.approx(formula(step), rel=1e-12), step

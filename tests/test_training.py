@@ -269,7 +269,8 @@ def run_config(write_config, name: str, changes: dict, overrides: list[str]):
 @pytest.mark.parametrize("changes", [
     {},
     {"optimizer": {"name": "adam", "learning_rate": 0.01}},
-], ids=["momentum-ema-l2-exponential", "adam"])
+    {"model": {"name": "mlp", "hidden": [4, 3], "activation": "elu", "dropout": [0.3, 0.2]}},
+], ids=["momentum-ema-l2-exponential", "adam", "deep-dropout"])
 def test_resume_is_bit_identical(write_config, changes):
     straight = run_config(write_config, "straight", changes, [])
     first = run_config(write_config, "split", changes, ["train.steps=9"])
@@ -339,3 +340,43 @@ def test_every_model_loss_optimizer_trains(make_trainer, small_npz, model, loss,
     result = evaluate(t.model, t.loss, t.eval_params(), t.dataset.train, t.dataset.num_classes)
     assert np.isfinite(result["loss"])
     assert ("accuracy" in result) == (data == "classes.npz")
+
+
+# ------------------------------------------------------------------ dropout in the step
+
+
+DROPOUT_MLP = {"model": {"name": "mlp", "hidden": [5, 4], "activation": "relu", "dropout": 0.5}}
+
+
+def test_a_step_drops_units_with_the_key_of_its_seed_and_step(make_trainer):
+    """Update k descends the gradient of the model with the masks of key (run.seed, k):
+    three SGD steps written out with model.forward/backward, against Trainer.step."""
+    t = make_trainer({**F64, **DROPOUT_MLP, "run": {"seed": 9}})
+    assert t.model.dropout
+    params = snapshot(t.params)
+    for k in range(3):
+        x, y = t.stream.batch(k)
+        out, cache = t.model.forward(params, x, (9, k))
+        _, dout = t.loss.value_and_grad(out, y)
+        grads = t.model.backward(params, cache, dout, frozenset(t.model.names))
+        for name, g in grads.items():
+            params[name] = params[name] - 0.1 * g
+        t.step()
+        for name in params:
+            np.testing.assert_allclose(t.params[name], params[name], rtol=1e-13, atol=1e-15, err_msg=name)
+
+
+def test_evaluation_never_drops_units(make_trainer):
+    """After training with dropout, evaluation equals the same weights in the model without
+    dropout, bit for bit, and is the same every time."""
+    from gdtrain.evaluate import evaluate
+
+    t = make_trainer(DROPOUT_MLP)
+    for _ in range(5):
+        t.step()
+    plain = MODELS.build("mlp", {"hidden": [5, 4], "activation": "relu"}, "model",
+                         input_dim=t.dataset.input_dim, output_dim=t.dataset.output_dim)
+    split = t.dataset.train
+    first = evaluate(t.model, t.loss, t.eval_params(), split, t.dataset.num_classes)
+    assert evaluate(t.model, t.loss, t.eval_params(), split, t.dataset.num_classes) == first
+    assert evaluate(plain, t.loss, t.eval_params(), split, t.dataset.num_classes) == first
