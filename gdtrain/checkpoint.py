@@ -296,7 +296,7 @@ def read_npz(path: str | Path, expected: dict[str, tuple] | None = None,
     return out
 
 
-_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_LOCAL_FIELDS = struct.Struct("<4sHHHHHIIIHH")  # a local header, field by field
 _ZIP64_MARK = 0xFFFFFFFF
 
 
@@ -307,8 +307,8 @@ def _check_local_header(path: Path, fh, info: zipfile.ZipInfo) -> None:
     flipped there (the local CRC, the date) would otherwise go unnoticed.
     """
     fh.seek(info.header_offset)
-    raw = fh.read(_LOCAL_HEADER.size)
-    fields = _LOCAL_HEADER.unpack(raw) if len(raw) == _LOCAL_HEADER.size else None
+    raw = fh.read(_LOCAL_FIELDS.size)
+    fields = _LOCAL_FIELDS.unpack(raw) if len(raw) == _LOCAL_FIELDS.size else None
     if fields is not None:
         magic, version, flags, method, time, date, crc, csize, usize, name_len, extra_len = fields
         year, month, day, hour, minute, second = info.date_time
