@@ -76,7 +76,7 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
 # ---------------------------------------------------------------- continuous evaluation
 
 # What status.json says once nothing more will be saved (until someone resumes).
-STOPPED = ("finished", "interrupted", "diverged", "failed")
+STOPPED = ("finished", "stopped", "interrupted", "diverged", "failed")
 # Polls a checkpoint that fails to load gets before it is given up on: a file being
 # copied in by hand completes within that; a damaged one never does.
 ATTEMPTS = 3

@@ -3,7 +3,7 @@
 runs/<name>/
   config.yaml      the resolved config of the latest start
   metrics.jsonl    one JSON record per log line or evaluation
-  status.json      what the run is doing (running/finished/interrupted/diverged/failed)
+  status.json      what the run is doing (running/finished/stopped/interrupted/diverged/failed)
   checkpoints/     ckpt-XXXXXXXX.npz and the `latest` pointer
   .lock            held (flock) by the one process writing here
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import checkpoint
 from .checkpoint import describe_os_error
-from .errors import RunDirError
+from .errors import RunDirBusy, RunDirError
 
 
 @contextlib.contextmanager
@@ -91,7 +91,7 @@ class RunDir:
             os.close(fd)
             if not busy:
                 raise RunDirError(f"could not lock {path}: {describe_os_error(exc)}") from None
-            raise RunDirError(
+            raise RunDirBusy(
                 f"run directory {self.path} is in use by another gdtrain process "
                 f"(pid {holder or 'unknown'}); wait for it to finish or stop it"
             ) from None

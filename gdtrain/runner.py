@@ -48,6 +48,11 @@ class RunOptions:
     restart: bool = False
     allow_config_change: bool = False
     handle_signals: bool = True
+    # Stop at this step, saved, with status "stopped" (and `stopped_by` recorded), without
+    # changing train.steps: a sweep's budget. Running the config again resumes towards
+    # train.steps; a run already at or past stop_at trains nothing and is evaluated.
+    stop_at: int | None = None
+    stopped_by: str = "stop_at"
 
 
 @dataclass
@@ -224,6 +229,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         ckpt_every = train_cfg["checkpoint_every"]
         last_saved = start_step  # a resumed run's checkpoint is on disk already
         result = None
+        limit = total if opts.stop_at is None else min(total, opts.stop_at)
 
         def elapsed() -> float:
             return elapsed_before + time.perf_counter() - t0
@@ -247,7 +253,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             last_saved = trainer.step_count
 
         try:
-            while trainer.step_count < total:
+            while trainer.step_count < limit:
                 result = trainer.step()
                 step = result.step
                 reporter.step(result)
@@ -260,9 +266,9 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                         record["ema_decay"] = trainer.ema_decay_at(step)
                     rd.log(record)
                     reporter.log(record)
-                if eval_every and step % eval_every == 0 and step != total:
+                if eval_every and step % eval_every == 0 and step != limit:
                     evaluate_and_log(step)
-                if ckpt_every and step % ckpt_every == 0 and step != total:
+                if ckpt_every and step % ckpt_every == 0 and step != limit:
                     save()
                 if signals.received is not None:
                     if last_saved != step:
@@ -290,10 +296,12 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             "load_seconds": load_seconds, "compute": machinery,
             "checkpoint": str(rd.checkpoints / checkpoint.checkpoint_name(trainer.step_count)),
             "loss_curve": [(r["step"], r["loss"]) for r in rd.read_metrics() if r.get("event") == "train"],
+            "status": "finished" if trainer.step_count >= total else "stopped",
         }
+        stopped = {} if summary["status"] == "finished" else {"stopped_by": opts.stopped_by}
         # a timing means little without the BLAS that produced it
-        rd.set_status("finished", step=trainer.step_count, total_steps=total, eval=_brief(final),
-                      elapsed=summary["elapsed"], compute=machinery)
+        rd.set_status(summary["status"], step=trainer.step_count, total_steps=total, eval=_brief(final),
+                      elapsed=summary["elapsed"], compute=machinery, **stopped)
         reporter.end(summary)
         summary["trainer"] = trainer
         return summary

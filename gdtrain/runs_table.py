@@ -20,7 +20,7 @@ from . import checkpoint
 from .errors import RunDirError
 from .rundir import RunDir
 
-STATUSES = ("running", "finished", "interrupted", "diverged", "failed")
+STATUSES = ("running", "finished", "stopped", "interrupted", "diverged", "failed")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -89,6 +89,8 @@ def describe(path: str | Path) -> dict:
         state, note = "interrupted", "process gone, status was running"
     elif state == "interrupted" and status.get("signal"):
         note = status["signal"]
+    elif state == "stopped" and status.get("stopped_by"):
+        note = f"by {status['stopped_by']}"
     elif state in ("diverged", "failed") and status.get("error"):
         note = str(status["error"])
 
@@ -105,7 +107,7 @@ def describe(path: str | Path) -> dict:
         best = pick(values, key=lambda sv: sv[1])
     last_eval = evals[-1] if evals else {}
 
-    wall = status.get("elapsed") if state == "finished" else None
+    wall = status.get("elapsed") if state in ("finished", "stopped") else None
     if wall is None:
         elapsed = [r["elapsed"] for r in records if isinstance(r.get("elapsed"), (int, float))]
         wall = max(elapsed) if elapsed else None

@@ -19,7 +19,7 @@ def fmt_number(value) -> str:
         return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3e}"
     return str(value)
 
-STATUS_STYLE = {"running": "cyan", "finished": "green", "interrupted": "yellow",
+STATUS_STYLE = {"running": "cyan", "finished": "green", "stopped": "blue", "interrupted": "yellow",
                 "diverged": "red", "failed": "red", "unknown": "dim"}
 
 
@@ -52,7 +52,7 @@ def render_runs(console: Console, rows: list[dict]) -> None:
         table.add_column(name, justify=justify, no_wrap=True)
     for r in rows:
         status = f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]"
-        if r["note"] and r["status"] == "interrupted":
+        if r["note"] and r["status"] in ("interrupted", "stopped"):
             status += f" [dim]({escape(r['note'])})[/]"
         step = f"{r['step']}/{r['total_steps']}" if r["total_steps"] else str(r["step"])
         metric = f"{r['metric']} " if r["metric"] else ""
