@@ -575,7 +575,7 @@ def _sweep_live(spec, start, as_json: bool) -> dict:
 def components(
     kind: Annotated[
         str | None, typer.Argument(help="Only this kind: section, dataset, model, loss, optimizer, "
-                                      "schedule or initializer.")
+                                      "schedule or initializer; or sweep, the keys of a sweep file.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     markdown: Annotated[
@@ -586,6 +586,22 @@ def components(
     ] = False,
 ):
     """Every model, loss, optimizer, schedule, dataset, initializer and section, with its options."""
+    if kind == "sweep":  # docs/sweep-reference.md, from the sweep file's registries
+        from .sweep import spec
+
+        if markdown:
+            sys.stdout.write(spec.render_markdown())
+        elif summary:
+            raise ConfigError("--summary: README's table covers configs; for sweep files use --markdown")
+        elif as_json:
+            print(json.dumps(spec.describe(), indent=1))
+        else:
+            from .views import render_components
+
+            data = spec.describe()
+            kinds = {"sweep file": data["sections"], "parameter kind": data["parameters"]}
+            render_components(_console(), kinds, list(kinds))
+        return
     from .components import KINDS, describe, kind_named, render_markdown, render_summary
 
     kinds = [kind_named(kind)] if kind else list(KINDS)

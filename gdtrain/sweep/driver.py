@@ -191,7 +191,7 @@ class Driver:
     # ------------------------------------------------------------ one pass over trials
 
     def task(self, trial: Trial, budget: int | None) -> dict:
-        stopped_by = "sweep" if budget is None else f"sweep (halving budget {budget} steps)"
+        stopped_by = "sweep" if budget is None else f"sweep: halving budget {budget}"
         return {"name": trial.name, "config": trial.config, "stop_at": budget, "stopped_by": stopped_by}
 
     def run(self, trials: list[Trial], budget: int | None) -> dict[str, dict | None]:
@@ -291,6 +291,14 @@ def check_backend_options(spec, backend: str, workers: int | None, address: str 
         raise ConfigError("--address goes with --backend ray")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers: expected 1 or more, got {workers}")
+    if backend == "ray":
+        import importlib.util
+
+        from ..errors import MissingExtra
+        from .ray_backend import INSTALL_HINT
+
+        if importlib.util.find_spec("ray") is None:  # before anything is written
+            raise MissingExtra(INSTALL_HINT)
     if address is not None and not os.path.isabs(spec.run_dir_given):
         raise ConfigError(
             f"run.dir: {spec.run_dir_given!r} is relative; the nodes of a cluster (--address) each "

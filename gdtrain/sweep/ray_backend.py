@@ -8,8 +8,9 @@ from its newest checkpoint, so it ends as an uninterrupted run would. That needs
 directories on storage every node sees, at the same absolute path.
 
 Quiet by default: no usage statistics, no dashboard, no worker output on the driver,
-only Ray's errors. A local instance listens for this process only: its address is
-127.0.0.1 and it requires a token generated for it (RAY_AUTH_MODE=token), kept in this
+only Ray's errors and notices (a task retried after its node was lost), on stderr. A
+local instance advertises 127.0.0.1 (its servers listen on every interface, as Ray's
+always do) and requires a token generated for it (RAY_AUTH_MODE=token), kept in this
 process's environment rather than in ~/.ray.
 """
 
@@ -18,9 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from concurrent.futures import Future
 
-from ..errors import MissingExtra
+from ..errors import ConfigError, MissingExtra
 from .backends import cores
 
 MAX_RETRIES = 3
@@ -53,11 +55,22 @@ class RayBackend:
             self._restore()
             raise MissingExtra(INSTALL_HINT) from None
         self._ray = ray
+        # Ray prints the raylet's notices ("Task ray_trial failed ... will be retried") on the
+        # driver's stdout, whatever log_to_driver says; a sweep's stdout is its results (--json)
+        self._stdout = sys.stdout
+        sys.stdout = sys.stderr
         options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-        if address is None:
-            ray.init(num_cpus=cores(), **options)
-        else:
-            ray.init(address=address, **options)
+        try:
+            if address is None:  # "local": a new instance, never one RAY_ADDRESS or `ray start` left
+                ray.init(address="local", num_cpus=cores(), **options)
+            else:
+                ray.init(address=address, **options)
+        except Exception as exc:
+            sys.stdout = self._stdout
+            self._restore()
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+            raise ConfigError(f"--backend ray: could not {where}: {first}") from None
         cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
         self.capacity = workers or cpus
         self.num_cpus = max(1, cpus // self.capacity)
@@ -70,7 +83,9 @@ class RayBackend:
         if local:
             # a one-machine instance: Ray then uses 127.0.0.1 instead of this host's address
             wanted["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-            if "RAY_AUTH_MODE" not in os.environ:
+            # (Ray reads these when it is imported: a process that imported it already keeps
+            # Ray's own choice, a token in ~/.ray)
+            if "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules:
                 wanted["RAY_AUTH_MODE"] = "token"
                 if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
                     wanted["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
@@ -116,6 +131,7 @@ class RayBackend:
         try:
             self._ray.shutdown()
         finally:
+            sys.stdout = self._stdout
             self._restore()
 
 

@@ -43,14 +43,14 @@ PARAMETERS = Registry("parameter kind")
 @SECTIONS.register("sweep")
 def sweep_file(
     config: str,
-    parameters: dict | None = None,
+    parameters: dict[str, Any] | None = None,
     name: str | None = None,
     method: Annotated[str, OneOf("grid", "random")] = "grid",
     samples: PositiveInt | None = None,
     sampler_seed: NonNegativeInt = 0,
     seeds: list[NonNegativeInt] | None = None,
-    metric: dict | None = None,
-    early_stop: dict | None = None,
+    metric: dict[str, Any] | None = None,
+    early_stop: dict[str, Any] | None = None,
 ):
     """The top level of a sweep file.
 
@@ -86,8 +86,9 @@ def early_stop_section(
     method: Annotated[str, OneOf("halving")] = "halving",
     rate: Annotated[int, Range(ge=2)] = 3,
 ):
-    """Successive halving: train every setting to min_steps, keep the best 1/rate, train
-    those rate times longer, and so on; the last one trains to train.steps.
+    """Successive halving: train every setting to min_steps, keep the best 1/rate (by the
+    mean over its seeds), train those rate times longer, and so on; the last one trains to
+    train.steps.
 
     min_steps: the first budget, in steps
     method: halving (successive halving)
