@@ -301,6 +301,17 @@ def test_a_diverging_setting_is_recorded_not_fatal(tmp_path, cli):
     assert json.loads(out)["groups"][-1]["params"][LR] == 1e6  # ranked last
 
 
+def test_a_trial_that_fails_is_recorded_with_its_message(tmp_path, cli):
+    path = write_sweep(tmp_path, {"parameters": {"train.batch_size": {"values": [8, 64]}}})
+    code, out, err = cli("sweep", path, "--json")
+    assert code == 0, err
+    trials = {t["trial"]: t for t in json.loads(out)["trials"]}
+    assert trials["batch_size-8_seed-0"]["status"] == "finished"
+    failed = trials["batch_size-64_seed-0"]
+    assert failed["status"] == "failed" and "batch_size" in failed["error"] and "32" in failed["error"]
+    assert "batch_size-64_seed-0: failed" in err  # the line a log gets
+
+
 def test_a_trial_locked_by_another_process_is_running_elsewhere_and_waited_for(tmp_path, cli):
     from gdtrain.rundir import RunDir
 
@@ -428,12 +439,13 @@ def slow_references(tmp_path_factory):
     return {t.name: checkpoint_arrays(reference(t.config, tmp / "straight")) for t in spec.trials}
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_makes_every_running_trial_save_and_stop_and_a_rerun_resumes_exactly(
-        tmp_path, slow_references):
+        tmp_path, slow_references, workers):
     path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.02, 0.05]}}, "seeds": [0, 1]}, base=SLOW)
     directory = tmp_path / "runs" / "sw"
-    proc = _start_sweep(tmp_path, path, "--workers", "2")
-    _wait_mid_trial(directory, proc, count=2)
+    proc = _start_sweep(tmp_path, path, "--workers", str(workers))
+    _wait_mid_trial(directory, proc, count=workers)
     os.kill(proc.pid, signal.SIGINT)  # the driver alone: it hands the signal to its workers
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -442,7 +454,8 @@ def test_ctrl_c_makes_every_running_trial_save_and_stop_and_a_rerun_resumes_exac
     statuses = {d.name: json.loads((d / "status.json").read_text()) for d in directory.iterdir()
                 if (d / "status.json").exists()}
     interrupted = [n for n, s in statuses.items() if s["status"] == "interrupted"]
-    assert len(interrupted) == 2, statuses
+    assert len(interrupted) == workers, statuses
+    assert len(statuses) == workers  # nothing started after the signal
     for name in interrupted:  # saved where it stopped
         step = statuses[name]["step"]
         assert (directory / name / "checkpoints" / f"ckpt-{step:08d}.npz").is_file()
@@ -592,7 +605,7 @@ def test_the_readme_notebook_example_runs_as_shown(tmp_path, monkeypatch):
         (tmp_path / "configs" / name).write_text((REPO / "configs" / name).read_text())
     namespace: dict = {}
     exec(compile(block.group(1), "README.md", "exec"), namespace)  # our own README
-    assert (tmp_path / "runs" / "softmax_lr0.1").is_dir()
+    assert api.run_status(tmp_path / "runs" / "softmax_lr0.003")["status"] == "finished"
 
 
 def test_dump_yaml_of_a_trial_config_is_what_its_run_directory_holds(small_sweep):

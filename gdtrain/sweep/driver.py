@@ -26,6 +26,7 @@ from . import results as results_mod
 from .halving import survivors
 from .results import TrialState
 from .trials import Trial
+from .worker import request_interrupt
 
 POLL = 0.25  # seconds between looks at running trials
 ELSEWHERE_RETRY = 2.0  # seconds before a trial running elsewhere is tried again
@@ -47,6 +48,9 @@ class _Stop:
     def _handle(self, signum, frame) -> None:
         if self.signum is None:
             self.signum = signum
+            # an in-process trial loading its data (its run's handler not yet installed)
+            # stops before its first step
+            request_interrupt(signum)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -122,11 +126,14 @@ class Driver:
         self.stop = _Stop()
         self._interrupt_sent = False
         self._last_poll = 0.0
+        self.backend_seconds: float | None = None
 
     @property
     def backend(self):
         if self._backend is None:
+            t0 = time.perf_counter()
             self._backend = self._make_backend()
+            self.backend_seconds = time.perf_counter() - t0  # a pool's spawn, Ray's start-up
         return self._backend
 
     def close(self) -> None:
@@ -334,6 +341,7 @@ def run_sweep(spec, workers: int | None = None, backend: str = "local", address:
     used = driver._backend
     result = results_mod.summary(spec, list(driver.states.values()), {
         "backend": used.name if used else None, "workers": used.capacity if used else None,
-        "seconds": time.perf_counter() - t0, "interrupted": driver.stop.signum})
+        "seconds": time.perf_counter() - t0, "backend_seconds": driver.backend_seconds,
+        "interrupted": driver.stop.signum})
     result["files"] = [str(p) for p in results_mod.write(result, spec.directory)]
     return result

@@ -3,6 +3,8 @@ trials of a dry run. Renders the driver's plain data on the console the CLI hand
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
@@ -33,13 +35,15 @@ def _step(state: TrialState) -> str:
 
 def live_table(spec, states: dict[str, TrialState], seconds: float) -> Group:
     metric, _ = resolve_metric(spec.metric, list(states.values()))
+    known = spec.metric.get("name") or any(s.eval for s in states.values())
     keys = [p.key for p in spec.parameters]
     label = labels(keys)
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("trial", no_wrap=True)
     for key in keys:
         table.add_column(label[key], justify="right")
-    for name, justify in (("seed", "right"), ("status", "left"), ("step", "right"), (metric, "right")):
+    for name, justify in (("seed", "right"), ("status", "left"), ("step", "right"),
+                          (metric if known else "metric", "right")):
         table.add_column(name, justify=justify, no_wrap=True)
     shown = list(states.values())
     if len(shown) > LIVE_ROWS:
@@ -70,10 +74,12 @@ def trial_line(state: TrialState, metric: str) -> str:
 
 
 def _mean_std(group: dict) -> str:
-    if group["mean"] is None:
+    mean, std = group["mean"], group["std"]
+    if mean is None:
         return "-"
-    std = f" ± {group['std']:.4f}" if group["std"] is not None else ""
-    return f"{group['mean']:.4f}{std}"
+    if 1e-3 <= abs(mean) < 1e5:
+        return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+    return f"{mean:.3e}" + (f" ± {std:.1e}" if std is not None else "")
 
 
 def render_summary(console: Console, result: dict) -> None:
@@ -109,7 +115,13 @@ def render_summary(console: Console, result: dict) -> None:
         if t["status"] in ("diverged", "failed") and t["error"]:
             console.print(f"[{STYLE[t['status']]}]{escape(t['trial'])}[/]: {escape(t['error'])}")
     if result.get("files"):
-        console.print(f"wrote {', '.join(escape(f) for f in result['files'])}")
+        console.print(f"wrote {', '.join(escape(_shown(f)) for f in result['files'])}")
+
+
+def _shown(path: str) -> str:
+    """A path under the working directory as a relative one (runs/sweep/sweep.json)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def render_dry_run(console: Console, spec, rows: list[dict]) -> None:
