@@ -126,6 +126,7 @@ class Driver:
         self.stop = _Stop()
         self._interrupt_sent = False
         self._last_poll = 0.0
+        self._last_progress = 0.0
         self.backend_seconds: float | None = None
 
     @property
@@ -146,10 +147,13 @@ class Driver:
         self.on_update(state)
 
     def progress(self, name: str, step: int) -> None:
-        """From an in-process trial, after each of its steps."""
+        """From an in-process trial, after each of its steps; passed on 5 times a second."""
         state = self.states[name]
         state.step = step
-        self._changed(state)
+        now = time.monotonic()
+        if now - self._last_progress >= 0.2:
+            self._last_progress = now
+            self._changed(state)
 
     def _record(self, state: TrialState, found: dict, earlier: bool) -> dict | None:
         if found["status"] == "pending":  # cancelled before it started
@@ -324,6 +328,8 @@ def run_sweep(spec, workers: int | None = None, backend: str = "local", address:
     from .backends import make_backend
 
     check_backend_options(spec, backend, workers, address)
+    if workers is not None and backend == "local":
+        workers = min(workers, len(spec.trials))  # no process for no trial
     driver = Driver(spec, lambda: make_backend(backend, workers, address, progress=driver.progress),
                     on_update)
     t0 = time.perf_counter()

@@ -234,13 +234,15 @@ def build_trials(spec: SweepSpec) -> list[Trial]:
                 broken = True
         if broken:
             continue
-        base_seed = raw.get("run", {}).get("seed", 0) if isinstance(raw.get("run"), dict) else 0
+        if raw.get("run") is None:
+            raw["run"] = {}  # `run:` left empty, or absent: every default
+        if not isinstance(raw["run"], dict):
+            base_problems.append(f"run: expected a mapping, got {show(raw['run'])}")
+            break
+        base_seed = raw["run"].get("seed", 0)
         for seed in spec.seeds if spec.seeds is not None else [base_seed]:
             trial_raw = copy.deepcopy(raw)
-            run = trial_raw.setdefault("run", {}) if isinstance(trial_raw.get("run", {}), dict) else None
-            if run is None:
-                base_problems.append(f"run: expected a mapping, got {show(trial_raw['run'])}")
-                break
+            run = trial_raw["run"]
             name = trial_name(params, seed if isinstance(seed, int) else 0, label)
             run.update(seed=seed, name=name)
             try:

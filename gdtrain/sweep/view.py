@@ -92,7 +92,8 @@ def render_summary(console: Console, result: dict) -> None:
     for t in trials:
         counts[t["status"]] = counts.get(t["status"], 0) + 1
     split = next((t["eval"].get("split") for t in trials if t.get("eval")), None)
-    console.print(f"[bold]sweep {escape(result['name'])}[/]: {len(trials)} trials in {len(groups)} "
+    plural = "s" if len(trials) != 1 else ""
+    console.print(f"[bold]sweep {escape(result['name'])}[/]: {len(trials)} trial{plural} in {len(groups)} "
                   f"setting{'s' if len(groups) != 1 else ''}; "
                   + ", ".join(f"{n} {s}" for s, n in counts.items())
                   + f"; ranked by {split + ' ' if split else ''}{metric} ({goal}), mean ± std over seeds")
@@ -133,7 +134,8 @@ def render_dry_run(console: Console, spec, rows: list[dict]) -> None:
     if spec.early_stop:
         e = spec.early_stop
         extra = f"; successive halving from {e['min_steps']} steps, rate {e['rate']}"
-    console.print(f"[bold]sweep {escape(spec.name)}[/]: {len(rows)} trials, {method}{extra}, in "
+    console.print(f"[bold]sweep {escape(spec.name)}[/]: {len(rows)} trial{'s' if len(rows) != 1 else ''}, "
+                  f"{method}{extra}, in "
                   f"{escape(str(spec.directory))} (dry run: nothing is trained or written)")
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("trial", no_wrap=True)
