@@ -2,11 +2,13 @@
 a plain in-process loop over api.train, and `gdtrain sweep` in-process (--workers 1, in a
 pipe and on a terminal), with a 2-process pool (--workers 2) and with Ray (--backend ray).
 
-    python -m benchmarks.sweep_bench [--reps 5] [--modes plain,sweep1,sweep1-tty,sweep2,ray]
+    python -m benchmarks.sweep_bench [--reps 5] [--threads 1] [--modes plain,sweep1,...]
 
 Each round runs every mode once, in a fresh directory (nothing on disk to reuse), in
 turn; the figures are medians over the rounds, with the range. "sweep overhead" is the
-in-process sweep's wall time minus the plain loop's, per trial, as a share of a trial.
+sweep command's wall time minus the plain loop's, per trial, as a share of a trial (it
+includes the command's fixed start-up); "in one process" compares api.sweep with a loop
+of api.train in one warm process, which leaves the sweep's own per-trial cost.
 Not part of `make test`.
 """
 
@@ -43,6 +45,52 @@ print(time.perf_counter() - t0)
 """
 
 
+# The same two things in one process, imports warm, in alternating order: a loop of
+# api.train and api.sweep, each timing what it spends outside api.train (the training,
+# evaluation and checkpoints of the runs, the same on both sides). The difference is what
+# the sweep itself costs: checking the file and the run directories, dispatching,
+# progress, sweep.json/csv. Both load the data once.
+INPROC = """
+import json, shutil, sys, time
+from gdtrain import api
+from gdtrain.data import load_dataset
+root, sweep, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+inside = [0.0]
+train = api.train
+def timed(*args, **kwargs):
+    t = time.perf_counter()
+    try:
+        return train(*args, **kwargs)
+    finally:
+        inside[0] += time.perf_counter() - t
+api.train = timed
+def plain():
+    dataset = None
+    for lr in {lrs}:
+        for seed in {seeds}:
+            config = api.load_config("configs/mnist_softmax.yaml", {{"optimizer.learning_rate": lr,
+                "run.seed": seed, "run.dir": root + "/plain", "run.name": f"lr{{lr}}_s{{seed}}",
+                "run.threads": {threads}}})
+            dataset = dataset or load_dataset(config["data"], config["run"]["dtype"])
+            api.train(config, dataset=dataset)
+def swept():
+    api.sweep(sweep)
+out = []
+for rep in range(reps):
+    row = {{}}
+    order = [("plain", plain), ("sweep", swept)]
+    for name, work in (order if rep % 2 == 0 else order[::-1]):
+        shutil.rmtree(root, ignore_errors=True)
+        inside[0] = 0.0
+        t0 = time.perf_counter()
+        work()
+        wall = time.perf_counter() - t0
+        row[name] = {{"wall": wall, "training": inside[0], "outside": wall - inside[0]}}
+    out.append(row)
+print(json.dumps(out))
+"""
+
+
 def sweep_file(root: Path, threads: int | None) -> Path:
     base = REPO / "configs" / "mnist_softmax.yaml"
     path = root / "sweep8.yaml"
@@ -62,7 +110,7 @@ def run_mode(mode: str, root: Path, threads: int | None) -> dict:
     path = sweep_file(root, threads)
     if mode == "plain":
         code = PLAIN.format(lrs=TRIALS["optimizer.learning_rate"], seeds=TRIALS["seeds"],
-                            threads=json.dumps(threads))
+                            threads=repr(threads))
         cmd = [sys.executable, "-c", code, str(root / "runs")]
     elif mode == "sweep1":
         cmd = [*gdtrain, "sweep", str(path), "--json"]
@@ -70,6 +118,10 @@ def run_mode(mode: str, root: Path, threads: int | None) -> dict:
         cmd = ["script", "-qec", " ".join([*gdtrain, "sweep", str(path)]), "/dev/null"]
     elif mode == "sweep2":
         cmd = [*gdtrain, "sweep", str(path), "--workers", "2", "--json"]
+    elif mode == "inproc":
+        code = INPROC.format(lrs=TRIALS["optimizer.learning_rate"], seeds=TRIALS["seeds"],
+                             threads=repr(threads))
+        cmd = [sys.executable, "-c", code, str(root / "runs"), str(path), "4"]
     elif mode == "ray":
         cmd = [*gdtrain, "sweep", str(path), "--backend", "ray", "--json"]
     else:
@@ -80,6 +132,8 @@ def run_mode(mode: str, root: Path, threads: int | None) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{mode} failed: {done.stderr[-2000:]}")
     out = {"wall": wall}
+    if mode == "inproc":
+        out["rows"] = json.loads(done.stdout)
     if mode in ("sweep1", "sweep2", "ray"):
         result = json.loads(done.stdout)
         out["backend_start"] = result.get("backend_seconds")
@@ -91,7 +145,7 @@ def run_mode(mode: str, root: Path, threads: int | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--modes", default="plain,sweep1,sweep1-tty,sweep2,ray")
+    parser.add_argument("--modes", default="plain,sweep1,sweep1-tty,inproc,sweep2,ray")
     parser.add_argument("--threads", type=int, default=None,
                         help="run.threads for every trial (default: the BLAS's own, one per core)")
     args = parser.parse_args()
@@ -119,6 +173,17 @@ def main() -> None:
         if trials:
             line += f"; a trial {statistics.median(trials):.3f}s"
         print(line)
+    if "inproc" in results:
+        rows = [row for r in results["inproc"] for row in r["rows"]]
+        plain_out = statistics.median(r["plain"]["outside"] for r in rows)
+        sweep_out = statistics.median(r["sweep"]["outside"] for r in rows)
+        trial = statistics.median(r["plain"]["training"] for r in rows) / 8
+        per_trial = (sweep_out - plain_out) / 8
+        print(f"  in one process, {len(rows)} rounds: outside api.train, the plain loop "
+              f"{plain_out * 1000:.0f} ms, api.sweep {sweep_out * 1000:.0f} ms (for 8 trials): "
+              "the sweep's own cost "
+              f"{per_trial * 1000:+.1f} ms per trial, {per_trial / trial * 100:+.1f}% of a trial "
+              f"({trial:.3f}s in api.train)")
     if "plain" in results and "sweep1" in results:
         plain = statistics.median(r["wall"] for r in results["plain"])
         for mode in ("sweep1", "sweep1-tty"):

@@ -544,17 +544,40 @@ def _sweep_live(spec, start, as_json: bool) -> dict:
                           markup=True)
 
     if err.is_terminal:
+        import threading
+
         from rich.live import Live
 
-        live = Live(console=err, refresh_per_second=4, transient=False,
-                    get_renderable=lambda: live_table(spec, states, time.perf_counter() - t0))
+        # Redrawn by our own thread, only when something changed and at most twice a second:
+        # a frame takes ~8 ms of the interpreter that the trial in this process needs.
+        changes = {"made": 0, "drawn": -1}
+        done = threading.Event()
+        live = Live(live_table(spec, states, 0.0), console=err, auto_refresh=False, transient=False)
+
+        def redraw() -> None:
+            if changes["drawn"] != changes["made"]:
+                changes["drawn"] = changes["made"]
+                live.update(live_table(spec, states, time.perf_counter() - t0), refresh=True)
+
+        def redrawing() -> None:
+            while not done.wait(0.5):
+                redraw()
 
         def on_update(state) -> None:
             states[state.trial.name] = state
+            changes["made"] += 1
             warn_new(state)
 
         with live:
-            return start(on_update, lambda driver: states.update(driver.states))
+            painter = threading.Thread(target=redrawing, name="gdtrain-sweep-table", daemon=True)
+            painter.start()
+            try:
+                return start(on_update, lambda driver: states.update(driver.states))
+            finally:
+                done.set()
+                painter.join()
+                changes["made"] += 1
+                redraw()
 
     printed: dict[str, tuple] = {}
 

@@ -34,8 +34,9 @@ def _step(state: TrialState) -> str:
 
 
 def live_table(spec, states: dict[str, TrialState], seconds: float) -> Group:
-    metric, _ = resolve_metric(spec.metric, list(states.values()))
-    known = spec.metric.get("name") or any(s.eval for s in states.values())
+    snapshot = list(states.values())  # one C call: safe while the driver's thread adds trials
+    metric, _ = resolve_metric(spec.metric, snapshot)
+    known = spec.metric.get("name") or any(s.eval for s in snapshot)
     keys = [p.key for p in spec.parameters]
     label = labels(keys)
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
@@ -45,17 +46,17 @@ def live_table(spec, states: dict[str, TrialState], seconds: float) -> Group:
     for name, justify in (("seed", "right"), ("status", "left"), ("step", "right"),
                           (metric if known else "metric", "right")):
         table.add_column(name, justify=justify, no_wrap=True)
-    shown = list(states.values())
+    shown = snapshot
     if len(shown) > LIVE_ROWS:
         shown = [s for s in shown if s.status in ("running", "elsewhere")][:LIVE_ROWS]
     for s in shown:
         table.add_row(escape(s.trial.name), *(escape(render_value(s.trial.params[k])) for k in keys),
                       str(s.trial.seed), _status(s), _step(s), fmt_number(value(s.eval, metric)))
     counts: dict[str, int] = {}
-    for s in states.values():
+    for s in snapshot:
         counts[s.status] = counts.get(s.status, 0) + 1
     line = ", ".join(f"{n} {status}" for status, n in counts.items())
-    return Group(table, Text(f"{len(states)} trials: {line}; {seconds:.1f}s", style="dim"))
+    return Group(table, Text(f"{len(snapshot)} trials: {line}; {seconds:.1f}s", style="dim"))
 
 
 def trial_line(state: TrialState, metric: str) -> str:
