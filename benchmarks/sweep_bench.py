@@ -121,7 +121,7 @@ def run_mode(mode: str, root: Path, threads: int | None) -> dict:
     elif mode == "inproc":
         code = INPROC.format(lrs=TRIALS["optimizer.learning_rate"], seeds=TRIALS["seeds"],
                              threads=repr(threads))
-        cmd = [sys.executable, "-c", code, str(root / "runs"), str(path), "4"]
+        cmd = [sys.executable, "-c", code, str(root / "runs"), str(path), "2"]
     elif mode == "ray":
         cmd = [*gdtrain, "sweep", str(path), "--backend", "ray", "--json"]
     else:

@@ -1,7 +1,7 @@
 """Trials as Ray tasks (`gdtrain sweep --backend ray`, the optional extra gdtrain[ray]).
 
-Without --address a Ray instance is started on this machine (ray.init: 2-4 s and about
-0.7 GB here) and stopped at the end; with --address the sweep joins a running cluster.
+Without --address a Ray instance is started on this machine (6-15 s on this busy 2-core
+machine, 678 MiB in 9 processes) and stopped at the end; with --address the sweep joins a running cluster.
 Each trial is one task of `num_cpus` CPUs (its BLAS threads pinned to as many), retried
 up to MAX_RETRIES times when its worker or node is lost: the retry resumes the trial
 from its newest checkpoint, so it ends as an uninterrupted run would. That needs the run
