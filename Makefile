@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-# The optional extras too, so that the plot and TensorBoard tests run rather than skip.
+# The optional extras too, so that the plot, TensorBoard and Ray tests run rather than skip.
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,plot,tensorboard]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,plot,tensorboard,ray]'
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed

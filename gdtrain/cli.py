@@ -517,12 +517,157 @@ def export(
         f"{result['step']}); train from it with model.init: {{from: {_escape(result['file'])}}}")
 
 
+# ---------------------------------------------------------------- sweep
+
+
+@app.command()
+@handles_errors
+def sweep(
+    sweep_file: Annotated[
+        Path, typer.Argument(metavar="SWEEP.yaml", help="Sweep file: a base config and the keys to vary.")
+    ],
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", min=1, help="Trials at once: 1 (default) trains in this process, "
+                     "K in K worker processes; with --backend ray: the cluster's CPUs."),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="local (this process or a process pool) or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="With --backend ray: join the Ray cluster at ADDR (host:port).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the trials and what is on disk; train and write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results (sweep.json) as JSON.")] = False,
+):
+    """Train a config over a grid (or random draws) of its keys, each setting over seeds; rank them.
+
+    Each trial is a run directory, <run.dir>/<sweep>/<trial>/, that eval, plot, runs and
+    predict read as any other. Running the sweep again runs only what is not finished;
+    Ctrl-C makes every running trial save and stop.
+    """
+    from .sweep.driver import check_backend_options, run_sweep
+    from .sweep.spec import load_sweep
+
+    _check_choice("--backend", backend, ("local", "ray"))
+    spec = load_sweep(sweep_file)
+    check_backend_options(spec, backend, workers, address)
+    if dry_run:
+        _sweep_dry_run(spec, as_json)
+        return
+    result = _sweep_live(spec, lambda on_update, on_start: run_sweep(
+        spec, workers, backend, address, on_update=on_update, on_start=on_start), as_json)
+    if as_json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        from .sweep.view import render_summary
+
+        render_summary(_console(), result)
+    signum = result.get("interrupted")
+    if signum:
+        import signal
+
+        from .errors import Interrupted
+
+        raise Interrupted(f"{signal.Signals(signum).name}: every running trial saved and stopped; run "
+                          "the same command again to go on", signum)
+
+
+def _sweep_dry_run(spec, as_json: bool) -> None:
+    from .runs_table import describe, is_run_dir
+
+    rows = []
+    for t in spec.trials:
+        on_disk = "new"
+        if is_run_dir(t.run_dir):
+            row = describe(t.run_dir)
+            on_disk = f"{row['status']} at step {row['step']}" + (
+                f"/{row['total_steps']}" if row["total_steps"] else "")
+        rows.append({"trial": t.name, "params": t.params, "seed": t.seed, "run_dir": str(t.run_dir),
+                     "on_disk": on_disk, "config": t.config})
+    if as_json:
+        print(json.dumps({"name": spec.name, "directory": str(spec.directory), "trials": rows}, indent=1))
+        return
+    from .sweep.view import render_dry_run
+
+    render_dry_run(_console(), spec, rows)
+
+
+def _sweep_live(spec, start, as_json: bool) -> dict:
+    """Run the sweep with the live table on a terminal (stderr), else one line per trial done."""
+    import time
+
+    from .sweep.results import FINAL, resolve_metric
+    from .sweep.view import live_table, trial_line
+
+    err = _console(stderr=True)
+    states: dict = {}
+    warned: set[str] = set()
+    t0 = time.perf_counter()
+
+    def warn_new(state) -> None:
+        for text in state.warnings:
+            if (state.trial.name, text) not in warned:
+                warned.add((state.trial.name, text))
+                err.print(f"[yellow]gdtrain: warning:[/] {_escape(state.trial.name)}: {_escape(text)}",
+                          markup=True)
+
+    if err.is_terminal:
+        import threading
+
+        from rich.live import Live
+
+        # Redrawn by our own thread, only when something changed and at most twice a second:
+        # a frame takes ~8 ms of the interpreter that the trial in this process needs.
+        changes = {"made": 0, "drawn": -1}
+        done = threading.Event()
+        live = Live(live_table(spec, states, 0.0), console=err, auto_refresh=False, transient=False)
+
+        def redraw() -> None:
+            if changes["drawn"] != changes["made"]:
+                changes["drawn"] = changes["made"]
+                live.update(live_table(spec, states, time.perf_counter() - t0), refresh=True)
+
+        def redrawing() -> None:
+            while not done.wait(0.5):
+                redraw()
+
+        def on_update(state) -> None:
+            states[state.trial.name] = state
+            changes["made"] += 1
+            warn_new(state)
+
+        with live:
+            painter = threading.Thread(target=redrawing, name="gdtrain-sweep-table", daemon=True)
+            painter.start()
+            try:
+                return start(on_update, lambda driver: states.update(driver.states))
+            finally:
+                done.set()
+                painter.join()
+                changes["made"] += 1
+                redraw()
+
+    printed: dict[str, tuple] = {}
+
+    def on_update_lines(state) -> None:
+        states[state.trial.name] = state
+        warn_new(state)
+        seen = (state.status, state.step)
+        if state.status in (*FINAL, "interrupted") and printed.get(state.trial.name) != seen:
+            printed[state.trial.name] = seen
+            metric, _ = resolve_metric(spec.metric, list(states.values()))
+            err.print(_escape(trial_line(state, metric)))
+
+    return start(on_update_lines, lambda driver: None)
+
+
 @app.command()
 @handles_errors
 def components(
     kind: Annotated[
         str | None, typer.Argument(help="Only this kind: section, dataset, model, loss, optimizer, "
-                                      "schedule or initializer.")
+                                      "schedule or initializer; or sweep, the keys of a sweep file.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
     markdown: Annotated[
@@ -544,6 +689,22 @@ def components(
     complete and check a config that starts with the line (path relative to it)
     # yaml-language-server: $schema=../docs/gdtrain.schema.json
     """
+    if kind == "sweep":  # docs/sweep-reference.md, from the sweep file's registries
+        from .sweep import spec
+
+        if markdown:
+            sys.stdout.write(spec.render_markdown())
+        elif summary:
+            raise ConfigError("--summary: README's table covers configs; for sweep files use --markdown")
+        elif as_json:
+            print(json.dumps(spec.describe(), indent=1))
+        else:
+            from .views import render_components
+
+            data = spec.describe()
+            kinds = {"sweep file": data["sections"], "parameter kind": data["parameters"]}
+            render_components(_console(), kinds, list(kinds))
+        return
     from .components import KINDS, describe, kind_named, render_markdown, render_summary
 
     kinds = [kind_named(kind)] if kind else list(KINDS)

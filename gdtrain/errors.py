@@ -42,6 +42,10 @@ class RunDirError(GdtrainError):
     """The run directory cannot be used (locked, unwritable, full disk)."""
 
 
+class RunDirBusy(RunDirError):
+    """Another live process holds the run's lock: the run is going on elsewhere."""
+
+
 class DivergedError(GdtrainError):
     """A loss, gradient or parameter became non-finite at `step` (the update to blame)."""
 

@@ -99,9 +99,12 @@ def read_curves(run: str | Path, label: str) -> Curves:
 
 
 def plot_curves(runs: list[str | Path], out: str | Path) -> Path:
-    """Training loss, evaluation metric and learning rate of each run, overlaid."""
+    """Training loss, evaluation metric and learning rate of each run, overlaid; for a
+    sweep directory, of each group of its trials (plot_sweep)."""
     check_output(out)
     runs = [Path(r) for r in runs]
+    if len(runs) == 1 and (runs[0] / "sweep.json").is_file():
+        return plot_sweep(runs[0], out)
     curves = [read_curves(r, label) for r, label in zip(runs, _labels(runs), strict=True)]
     fig = _figure(CURVES_SIZE)
     ax_loss, ax_eval, ax_lr = fig.subplots(1, 3)
@@ -134,6 +137,78 @@ def plot_curves(runs: list[str | Path], out: str | Path) -> Path:
         ax_lr.set_ylim(bottom=0)  # a constant rate otherwise gets an axis of its rounding noise
     if losses:
         ax_loss.legend(fontsize="small")
+    return _save(fig, out)
+
+
+# ---------------------------------------------------------------- a sweep's groups
+
+
+def _band(curves: list[tuple[list[int], list[float]]]):
+    """(steps, mean, low, high) over the seeds' curves, at each step any of them logged."""
+    by_step: dict[int, list[float]] = {}
+    for steps, values in curves:
+        for step, v in zip(steps, values, strict=True):
+            by_step.setdefault(step, []).append(v)
+    steps = sorted(by_step)
+    rows = [np.array(by_step[s], dtype=np.float64) for s in steps]
+    return (steps, [r.mean() for r in rows], [r.min() for r in rows], [r.max() for r in rows])
+
+
+def plot_sweep(directory: str | Path, out: str | Path) -> Path:
+    """The groups of a sweep (trials that differ only in their seed): the mean curve over
+    the seeds, with a band from the lowest to the highest seed, in sweep.json's order."""
+    from .sweep.results import read as read_sweep
+    from .sweep.trials import labels, render_value
+
+    check_output(out)
+    directory = Path(directory)
+    result = read_sweep(directory)
+    if result is None:
+        raise DataError(f"{directory}: no readable sweep.json; run the sweep first")
+    keys = result["parameters"]
+    short = labels(keys)
+    fig = _figure(CURVES_SIZE)
+    ax_loss, ax_eval, ax_lr = fig.subplots(1, 3)
+    drawn, metrics, splits, losses = 0, set(), set(), []
+    for i, group in enumerate(result["groups"]):
+        runs = [directory / n for n in group["trials"] if (directory / n / "metrics.jsonl").is_file()]
+        if not runs:
+            continue
+        curves = [read_curves(r, r.name) for r in runs]
+        setting = ", ".join(f"{short[k]}={render_value(group['params'].get(k))}" for k in keys)
+        label = f"{setting or 'base'} (n={len(runs)})"
+        color = f"C{i % 10}"
+        for ax, pick in ((ax_loss, lambda c: (c.train_steps, c.loss)),
+                         (ax_eval, lambda c: (c.eval_steps, c.eval_values))):
+            picked = [pick(c) for c in curves if pick(c)[1]]
+            if not picked:
+                continue
+            steps, mean, low, high = _band(picked)
+            ax.plot(steps, mean, color=color, label=label, lw=1.2,
+                    marker="o" if ax is ax_eval else None, ms=3)
+            if len(picked) > 1:
+                ax.fill_between(steps, low, high, color=color, alpha=0.2, lw=0)
+            if ax is ax_loss:
+                losses += list(low) + list(high)
+        if curves[0].lr:
+            ax_lr.plot(curves[0].train_steps, curves[0].lr, color=color, label=label, lw=1.2)
+        metrics.update(c.metric for c in curves if c.metric)
+        splits.update(c.split for c in curves if c.split)
+        drawn += 1
+    if not drawn:
+        raise DataError(f"{directory}: no trial has logged anything yet; nothing to plot")
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 20:
+        ax_loss.set_yscale("log")
+    ax_loss.set_title("training loss (batch): mean over seeds, band min-max")
+    ax_eval.set_title(f"{' / '.join(sorted(splits)) or 'evaluation'} "
+                      f"{' / '.join(sorted(metrics)) or 'metric'}")
+    ax_lr.set_title("learning rate")
+    ax_lr.set_ylim(bottom=0)
+    for ax in (ax_loss, ax_eval, ax_lr):
+        ax.set_xlabel("step")
+        ax.grid(True, alpha=0.3)
+    ax_loss.legend(fontsize="small")
+    fig.suptitle(f"sweep {result.get('name', directory.name)}", fontsize="medium")
     return _save(fig, out)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import checkpoint
 from .checkpoint import describe_os_error
-from .errors import RunDirError
+from .errors import RunDirBusy, RunDirError
 
 LOCK_ATTEMPTS = 10  # a lock file removed under us this often is being deleted on purpose
 
@@ -135,7 +135,7 @@ class RunDir:
                 os.close(fd)
                 if not busy:
                     raise RunDirError(f"could not lock {path}: {describe_os_error(exc)}") from None
-                raise RunDirError(
+                raise RunDirBusy(
                     f"run directory {self.path} is in use by another gdtrain process "
                     f"(pid {holder or 'unknown'}); wait for it to finish or stop it"
                 ) from None

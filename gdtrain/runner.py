@@ -49,6 +49,11 @@ class RunOptions:
     restart: bool = False
     allow_config_change: bool = False
     handle_signals: bool = True
+    # Stop at this step, saved, with status "stopped" (and `stopped_by` recorded), without
+    # changing train.steps: a sweep's budget. Running the config again resumes towards
+    # train.steps; a run already at or past stop_at trains nothing and is evaluated.
+    stop_at: int | None = None
+    stopped_by: str = "stop_at"
 
 
 @dataclass
@@ -301,6 +306,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         last_saved = start_step  # a resumed run's checkpoint is on disk already
         result = None
         last_eval: tuple[int, dict] | None = None
+        limit = total if opts.stop_at is None else min(total, opts.stop_at)
 
         def elapsed() -> float:
             return elapsed_before + time.perf_counter() - t0
@@ -339,7 +345,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         # in one line naming the step; NumPy's RuntimeWarnings before it would only be noise
         scoped.enter_context(np.errstate(all="ignore"))
         try:
-            while trainer.step_count < total and not already_stopped:
+            while trainer.step_count < limit and not already_stopped:
                 result = trainer.step()
                 step = result.step
                 reporter.step(result)
@@ -352,11 +358,11 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
                     rd.log(record)
                     reporter.log(record)
                 # judged evaluations include the last step's when it is on the schedule
-                if eval_every and step % eval_every == 0 and (step != total or tracker is not None):
+                if eval_every and step % eval_every == 0 and (step != limit or tracker is not None):
                     last_eval = (step, evaluate_and_log(step))
                     if tracker is not None:
                         judge(step, last_eval[1])
-                if ckpt_every and step % ckpt_every == 0 and step != total and last_saved != step:
+                if ckpt_every and step % ckpt_every == 0 and step != limit and last_saved != step:
                     save()
                 if tracker is not None and tracker.stopped:
                     break
@@ -399,9 +405,13 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         }
         stopped = tracker is not None and tracker.stopped
         summary["stopped"] = _stop_info(tracker, trainer.step_count, final["split"]) if stopped else None
+        # stopped: by early stopping, or short of train.steps at a caller's stop_at (a sweep's budget)
+        summary["status"] = "finished" if trainer.step_count >= total and not stopped else "stopped"
         extra = {"early_stopping": summary["stopped"]} if stopped else {}
+        if summary["status"] == "stopped" and not stopped:
+            extra["stopped_by"] = opts.stopped_by
         # a timing means little without the BLAS that produced it
-        rd.set_status("stopped" if stopped else "finished", step=trainer.step_count, total_steps=total,
+        rd.set_status(summary["status"], step=trainer.step_count, total_steps=total,
                       eval=_brief(final), elapsed=summary["elapsed"], compute=machinery, **extra)
         reporter.end(summary)
         summary["trainer"] = trainer

@@ -89,6 +89,8 @@ def describe(path: str | Path) -> dict:
         state, note = "interrupted", "process gone, status was running"
     elif state == "interrupted" and status.get("signal"):
         note = status["signal"]
+    elif state == "stopped" and status.get("stopped_by"):
+        note = f"by {status['stopped_by']}"
     elif state in ("diverged", "failed") and status.get("error"):
         note = str(status["error"])
     elif state == "stopped" and isinstance(status.get("early_stopping"), dict):

@@ -19,7 +19,7 @@ def fmt_number(value) -> str:
         return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.3e}"
     return str(value)
 
-STATUS_STYLE = {"running": "cyan", "finished": "green", "stopped": "green", "interrupted": "yellow",
+STATUS_STYLE = {"running": "cyan", "finished": "green", "stopped": "blue", "interrupted": "yellow",
                 "diverged": "red", "failed": "red", "unknown": "dim"}
 
 
