@@ -155,6 +155,10 @@ def place(kind: str, name: str, options: dict) -> dict:
         raw[LIST_SECTION_OF[kind]] = [{"name": name, **options}]
     else:
         raw[SECTION_OF[kind]] = {"name": name, **options}
+        floor = options.get("min_learning_rate")
+        if kind == "schedule" and isinstance(floor, (int, float)) and floor >= 0:
+            # resolve: the floor must lie below the starting rate (a LOOSER case otherwise)
+            raw["optimizer"] = {**raw["optimizer"], "learning_rate": 10 * floor + 1}
     return raw
 
 
@@ -315,6 +319,8 @@ LOOSER = [
                                                       "values": [0.1]}})),
     ("decay-steps-word", merged(SMALL, {"schedule": {"name": "exponential", "decay_steps": "often"}})),
     ("run-name-a-path", merged(SMALL, {"run": {"name": "../elsewhere"}})),
+    ("min-learning-rate-above-the-rate", merged(SMALL, {"schedule": {"name": "exponential",
+                                                                      "min_learning_rate": 1.0}})),
 ]
 
 CASES = component_cases() + FORM_CASES
