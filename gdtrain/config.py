@@ -144,13 +144,15 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     return data, lines
 
 
-def load_file(path: str | Path) -> tuple[dict, dict[str, int]]:
-    """Read a config file: (mapping, line map)."""
+def read_yaml_mapping(path: str | Path, what: str, empty: str, top: str) -> tuple[dict, dict[str, int], str]:
+    """(mapping, line map, text) of a YAML file whose top level must be a mapping: a config,
+    or a sweep file. `what` names the kind of file; `empty` is the message for an empty one,
+    `top` says what its top-level mapping holds."""
     p = Path(path)
     if not p.exists():
-        raise ConfigError("config file not found", str(p))
+        raise ConfigError(f"{what} not found", str(p))
     if p.is_dir():
-        raise ConfigError("is a directory, expected a YAML config file", str(p))
+        raise ConfigError(f"is a directory, expected a YAML {what}", str(p))
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -161,9 +163,17 @@ def load_file(path: str | Path) -> tuple[dict, dict[str, int]]:
         raise ConfigError(f"not UTF-8 text (byte {exc.start}: 0x{raw[exc.start]:02x})", str(p)) from None
     data, lines = parse_yaml(text, str(p))
     if data is None:
-        raise ConfigError("empty config; expected a mapping with sections such as model, data, train", str(p))
+        raise ConfigError(empty, str(p))
     if not isinstance(data, dict):
-        raise ConfigError(f"top level must be a mapping of sections, got a {type(data).__name__}", str(p))
+        raise ConfigError(f"top level must be a mapping {top}, got a {type(data).__name__}", str(p))
+    return data, lines, text
+
+
+def load_file(path: str | Path) -> tuple[dict, dict[str, int]]:
+    """Read a config file: (mapping, line map)."""
+    data, lines, _ = read_yaml_mapping(
+        path, "config file", "empty config; expected a mapping with sections such as model, data, train",
+        "of sections")
     return data, lines
 
 

@@ -287,27 +287,10 @@ def _same(a: Any, b: Any) -> bool:
 
 def read_sweep_file(path: Path) -> tuple[dict, dict[str, int], str]:
     """(mapping, line map, text) of a sweep file; ConfigError for a file that is not one."""
-    from ..config import parse_yaml
+    from ..config import read_yaml_mapping
 
-    if not path.exists():
-        raise ConfigError("sweep file not found", str(path))
-    if path.is_dir():
-        raise ConfigError("is a directory, expected a YAML sweep file", str(path))
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", str(path)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start}: 0x{raw[exc.start]:02x})", str(path)) from None
-    data, lines = parse_yaml(text, str(path))
-    if data is None:
-        raise ConfigError("empty sweep file; expected a mapping with config and parameters", str(path))
-    if not isinstance(data, dict):
-        raise ConfigError(f"top level must be a mapping (config, parameters, ...), got a "
-                          f"{type(data).__name__}", str(path))
-    return data, lines, text
+    return read_yaml_mapping(path, "sweep file", "empty sweep file; expected a mapping with config and "
+                             "parameters", "(config, parameters, ...)")
 
 
 def parse(path: str | Path) -> SweepSpec:
