@@ -29,7 +29,7 @@ if importlib.util.find_spec("ray") is None:  # found, not imported: each sweep i
                 allow_module_level=True)
 
 from resume_helpers import assert_same_state, checkpoint_arrays  # noqa: E402
-from test_sweep import BASE, LR, REPO, SLOW, reference, write_sweep  # noqa: E402
+from test_sweep import LR, REPO, SLOW, reference, write_sweep  # noqa: E402
 
 from gdtrain import checkpoint  # noqa: E402
 from gdtrain.sweep.spec import load_sweep  # noqa: E402
@@ -137,8 +137,10 @@ def _sweep_cli(path: Path, cluster: Cluster, *args: str, cwd: Path) -> subproces
 
 
 def test_a_sweep_runs_across_both_nodes_quietly_and_equals_in_process_runs(cluster, tmp_path):
-    slow = {**BASE, "train": {**BASE["train"], "steps": 400}}  # long enough for both nodes to take one
-    path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.05, 0.1]}}, "seeds": [0, 1]}, base=slow)
+    # trials of seconds, not milliseconds: Ray hands a finished worker the next queued task, so
+    # 400 steps of a linear model (about 50 ms) all ran on the head while the second node's
+    # worker was still starting (seen on a quiet machine)
+    path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.05, 0.1]}}, "seeds": [0, 1]}, base=SLOW)
     proc = _sweep_cli(path, cluster, "--json", cwd=tmp_path)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
