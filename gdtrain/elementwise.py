@@ -1,0 +1,294 @@
+"""The element-wise end of a training step, run block by block over cache-sized views.
+
+After the backward pass, every part of the step (chain.py: the penalties' gradients, the
+clip, the optimizer's update, applying it, the moving average) reads and writes every
+trainable value a few times. Run one part after the other over whole arrays, each part
+streams the parameters, gradients, slots and shadows through the caches again: the MNIST
+MLP's W1 alone is 392,000 values, 1.5 MB in each of its five arrays. Here all the parts
+run on one block of every array (views of about `BLOCK_ELEMENTS` values) before the next
+block begins, so that a block and the parts' temporaries stay in L1/L2 for all of them.
+
+The bits are those of running each part over the whole arrays in turn: every part is
+element-wise (each entry it writes comes from the same entry of its inputs, by the same
+operations in the same order: penalties.py, clipping.py and optimizers.py ask it of their
+entries), so the block an entry is computed in cannot change it. What is not element-wise
+runs once per step, on whole arrays: a clip's `measure` (a norm over the whole gradients,
+after the penalties: the pass is split in two there, penalties first) and the EMA's
+decay. The optimizer's update is written for whole arrays and called once per block on
+the block's views; the entries of its state that are not per-parameter slots (Adam's beta
+powers, which the update reads and advances) are given to every block but the last as
+copies of their values at the start of the step, and to the last as themselves: every
+block computes from the same powers, and they advance once per step.
+
+Blocks: the parameters are taken in the gradients' order; small ones share a block (the
+MLP's b1, W2 and b2), a large one is cut into near-equal blocks of its flat C-order array.
+An array that is not C-contiguous (a flat view of it would be a copy) stays whole, in a
+block of its own. The views of the parameters, slots and shadows are cut once and kept
+while those arrays stay the same objects; the gradients' are cut each step.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import queue
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+# Values per block. On the AMD EPYC of docs/performance.md (1 MiB L2 per core) 16K-64K do
+# about equally well; smaller blocks pay more per-call overhead, larger ones leave L2.
+BLOCK_ELEMENTS = 32 * 1024
+
+Cuts = list[tuple[str, slice | None]]  # (name, slice of its flat array), or (name, None): whole
+
+
+class Block:
+    """One block: views of the parameters, of the optimizer's per-parameter slots and of the
+    EMA's shadows, by parameter name; `cuts` says which part of each parameter it holds."""
+
+    __slots__ = ("cuts", "params", "slots", "shadows")
+
+    def __init__(self, cuts: Cuts, params: dict, slots: dict, shadows: dict | None):
+        self.cuts = cuts
+        self.params = params
+        self.slots = slots
+        self.shadows = shadows
+
+
+def plan_blocks(sizes: dict[str, int], whole: set[str], block_elements: int) -> list[Cuts]:
+    """The blocks of a step: parameters in order, small ones together up to block_elements
+    values, large ones cut into near-equal slices; names in `whole` are never cut."""
+    blocks: list[Cuts] = []
+    current: Cuts = []
+    filled = 0
+    for name, n in sizes.items():
+        if n <= block_elements or name in whole:
+            if current and filled + n > block_elements:
+                blocks.append(current)
+                current, filled = [], 0
+            current.append((name, None))
+            filled += n
+            continue
+        pieces = math.ceil(n / block_elements)
+        edges = [n * i // pieces for i in range(pieces + 1)]
+        blocks.extend([(name, slice(a, b))] for a, b in zip(edges, edges[1:], strict=False))
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _copies(entries: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    return {s: {k: v.copy() for k, v in per.items()} for s, per in entries.items()}
+
+
+def _halfway(blocks: list[Block]) -> int:
+    """Where to split the blocks in two of about equal size (0: not worth a second thread)."""
+    sizes = [sum(b.params[k].size for k, _ in b.cuts) for b in blocks]
+    total, done = sum(sizes), 0
+    for i, n in enumerate(sizes):
+        if done + n / 2 >= total / 2:
+            return i if i > 0 else 0
+        done += n
+    return 0
+
+
+def _cut(array: np.ndarray, part: slice | None) -> np.ndarray:
+    return array if part is None else array.reshape(-1)[part]
+
+
+class ElementwisePass:
+    """Penalties, clip, optimizer update, apply and EMA of one step, over blocks of views.
+
+    `run(grads, lr, updates_done, ...)` does what, on whole arrays, is
+
+        for penalty in penalties: penalty.add_gradient(grads, params)
+        clip.apply(grads)
+        updates, _ = optimizer.update(grads, opt_state, lr, params); params += updates
+        average.update(params, updates_done)
+
+    with the same bits. `block_elements` None runs every part over the whole arrays, one
+    block holding every parameter: the reference the blocked form is tested against.
+    """
+
+    def __init__(self, block_elements: int | None = BLOCK_ELEMENTS, threads: int = 1):
+        self.block_elements = block_elements
+        self.threads = threads
+        self._thread: _Worker | None = None
+        self._split = 0  # blocks [0, split) go to the worker thread
+        self._names: tuple[str, ...] = ()
+        self._sources: list[np.ndarray] = []  # the arrays the kept views were cut from
+        self._slot_names_kept: list[str] = []
+        self._scalar_names: list[str] = []  # the optimizer's other state entries (Adam's powers)
+        self._shadows_kept: dict | None = None
+        self._blocks: list[Block] = []
+
+    # ------------------------------------------------------------ the blocks
+
+    def _slot_names(self, opt_state: dict, params: dict, names: tuple[str, ...]) -> list[str]:
+        """The optimizer's slots kept per parameter (not Adam's beta powers)."""
+        out = []
+        for slot, per_param in opt_state.items():
+            if all(k in per_param and np.shape(per_param[k]) == params[k].shape for k in names):
+                out.append(slot)
+        return out
+
+    @staticmethod
+    def _persistent(names, params, opt_state, slot_names, shadows) -> list[np.ndarray]:
+        arrays = [params[k] for k in names]
+        for slot in slot_names:
+            per_param = opt_state[slot]
+            arrays += [per_param[k] for k in names]
+        if shadows is not None:
+            arrays += [shadows[k] for k in names]
+        return arrays
+
+    def blocks(self, grads: dict, params: dict, opt_state: dict, shadows: dict | None) -> list[Block]:
+        """The blocks for these arrays: kept from the last step while they are the same objects."""
+        names = tuple(grads)
+        if names == self._names and self._sources and self._shadows_kept is shadows:
+            sources = self._sources
+            slot_names = self._slot_names_kept
+            if all(s in opt_state for s in slot_names):
+                now = self._persistent(names, params, opt_state, slot_names, shadows)
+                if len(now) == len(sources) and all(a is b for a, b in zip(now, sources, strict=True)):
+                    return self._blocks
+        slot_names = self._slot_names(opt_state, params, names)
+        sources = self._persistent(names, params, opt_state, slot_names, shadows)
+        whole = {k for k in names if not all(a.flags.c_contiguous for a in
+                                            [params[k], *(opt_state[s][k] for s in slot_names),
+                                             *([shadows[k]] if shadows is not None else [])])}
+        sizes = {k: params[k].size for k in names}
+        limit = self.block_elements if self.block_elements is not None else max(sum(sizes.values()), 1)
+        blocks = []
+        for cuts in plan_blocks(sizes, whole if self.block_elements is not None else set(names), limit):
+            blocks.append(Block(
+                cuts,
+                {k: _cut(params[k], part) for k, part in cuts},
+                {s: {k: _cut(opt_state[s][k], part) for k, part in cuts} for s in slot_names},
+                {k: _cut(shadows[k], part) for k, part in cuts} if shadows is not None else None,
+            ))
+        self._names, self._sources, self._slot_names_kept, self._blocks = names, sources, slot_names, blocks
+        self._shadows_kept = shadows
+        self._split = _halfway(blocks)
+        self._scalar_names = [s for s in opt_state if s not in slot_names]
+        return blocks
+
+    @staticmethod
+    def grad_views(grads: dict, blocks: list[Block]) -> list[dict]:
+        """This step's gradients, cut as the blocks are (made C-contiguous where they were not:
+        the gradients are the step's own scratch)."""
+        if len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts):
+            return [grads]
+        flat = {}
+        out = []
+        for block in blocks:
+            views = {}
+            for k, part in block.cuts:
+                if part is None:
+                    views[k] = grads[k]
+                    continue
+                f = flat.get(k)
+                if f is None:
+                    g = grads[k]
+                    if not g.flags.c_contiguous:
+                        g = grads[k] = np.ascontiguousarray(g)
+                    f = flat[k] = g.reshape(-1)
+                views[k] = f[part]
+            out.append(views)
+        return out
+
+    # ------------------------------------------------------------ one step
+
+    def run(self, grads: dict, lr: float, updates_done: int, *, params: dict, opt_state: dict,
+            optimizer, penalties=(), clip=None, average=None) -> None:
+        """One step's penalties, clip (a ClipPart), optimizer update and its application, and
+        moving average (a MovingAverage) over `grads`, the data loss's gradients."""
+        shadows = average.shadows if average is not None else None
+        blocks = self.blocks(grads, params, opt_state, shadows)
+        views = self.grad_views(grads, blocks)
+        todo: list[Callable[[dict, Block, bool], None]] = []  # element-wise stages waiting for a pass
+        last = len(blocks) - 1
+
+        def sweep_range(first, end):
+            for i in range(first, end):
+                g, block, at_end = views[i], blocks[i], i == last
+                for stage in todo:
+                    stage(g, block, at_end)
+
+        def sweep():
+            split = self._split if self.threads > 1 else 0
+            if split:
+                worker = self._worker()
+                worker.submit(contextvars.copy_context().run, sweep_range, 0, split)
+                try:
+                    sweep_range(split, len(blocks))
+                finally:
+                    worker.wait()
+            else:
+                sweep_range(0, len(blocks))
+            todo.clear()
+
+        for penalty in penalties:
+            todo.append(lambda g, b, at_end, add=penalty.add_gradient: add(g, b.params))
+        if clip is not None:
+            if clip.clip.measure is not None:
+                sweep()  # the norm is of the gradients the penalties have made, whole
+            measured = clip.measure(grads)
+            apply_clip = clip.clip.apply
+            todo.append(lambda g, b, at_end: apply_clip(g, measured))
+        update = optimizer.update
+        scalars = {s: opt_state[s] for s in self._scalar_names}
+        at_start = _copies(scalars)
+
+        def apply_update(g, b, at_end):
+            state = b.slots
+            if scalars:
+                # the per-step scalars: every block computes from their values at the start of
+                # the step; the real ones advance once, with the last block
+                state = {**state, **(scalars if at_end else _copies(at_start))}
+            params_b = b.params
+            for k, u in update(g, state, lr, params_b)[0].items():
+                params_b[k] += u
+
+        todo.append(apply_update)
+        if average is not None:
+            one_minus_decay = average.one_minus_decay(updates_done)
+            update_views = average.update_views
+            todo.append(lambda g, b, at_end: update_views(b.shadows, b.params, one_minus_decay))
+        sweep()
+        if not blocks and scalars:
+            update(grads, opt_state, lr, params)  # nothing to train: the scalars still advance, as before
+
+    def _worker(self) -> _Worker:
+        if self._thread is None:
+            self._thread = _Worker()
+        return self._thread
+
+
+class _Worker:
+    """A thread that runs one job at a time for the pass (NumPy releases the GIL in its loops)."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="gdtrain-elementwise", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            fn, args = self._jobs.get()
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to the waiting step
+                self._done.put(exc)
+            else:
+                self._done.put(None)
+
+    def submit(self, fn, *args) -> None:
+        self._jobs.put((fn, args))
+
+    def wait(self) -> None:
+        exc = self._done.get()
+        if exc is not None:
+            raise exc
