@@ -37,9 +37,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-# Values per block. On the AMD EPYC of docs/performance.md (1 MiB L2 per core) 16K-64K do
-# about equally well; smaller blocks pay more per-call overhead, larger ones leave L2.
-BLOCK_ELEMENTS = 32 * 1024
+# Values per block. Each block costs ~5 µs of Python and ufunc calls (9 calls for momentum
+# + L2 + EMA): on the AMD EPYC of docs/performance.md, whose L2/L3 stream whole arrays as
+# fast as a block in L2, the pass takes 309 µs whole, 306 in 64K blocks, 321 in 32K, 381 in
+# 16K (the MLP's W1 and the rest, one thread); on the Intel Xeon of issue 13 16K-64K-value
+# blocks halved it. 64K: no loss here, within the range that gained there.
+BLOCK_ELEMENTS = 64 * 1024
 
 Cuts = list[tuple[str, slice | None]]  # (name, slice of its flat array), or (name, None): whole
 
@@ -77,6 +80,14 @@ def plan_blocks(sizes: dict[str, int], whole: set[str], block_elements: int) -> 
     if current:
         blocks.append(current)
     return blocks
+
+
+def _sweep_range(stages, views, blocks, first, end) -> None:
+    last = len(blocks) - 1
+    for i in range(first, end):
+        g, block, at_end = views[i], blocks[i], i == last
+        for stage in stages:
+            stage(g, block, at_end)
 
 
 def _copies(entries: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
@@ -118,11 +129,11 @@ class ElementwisePass:
         self._thread: _Worker | None = None
         self._split = 0  # blocks [0, split) go to the worker thread
         self._names: tuple[str, ...] = ()
-        self._sources: list[np.ndarray] = []  # the arrays the kept views were cut from
-        self._slot_names_kept: list[str] = []
-        self._scalar_names: list[str] = []  # the optimizer's other state entries (Adam's powers)
-        self._shadows_kept: dict | None = None
+        self._built_for: tuple | None = None  # (block_elements, id(shadows)) of the kept blocks
+        self._watch: list[tuple[dict, str, np.ndarray]] = []  # what the kept views were cut from
         self._blocks: list[Block] = []
+        self._whole = False  # one block of whole arrays: the gradients need no cutting
+        self._scalar_names: list[str] = []  # the optimizer's other state entries (Adam's powers)
 
     # ------------------------------------------------------------ the blocks
 
@@ -134,52 +145,48 @@ class ElementwisePass:
                 out.append(slot)
         return out
 
-    @staticmethod
-    def _persistent(names, params, opt_state, slot_names, shadows) -> list[np.ndarray]:
-        arrays = [params[k] for k in names]
-        for slot in slot_names:
-            per_param = opt_state[slot]
-            arrays += [per_param[k] for k in names]
-        if shadows is not None:
-            arrays += [shadows[k] for k in names]
-        return arrays
-
     def blocks(self, grads: dict, params: dict, opt_state: dict, shadows: dict | None) -> list[Block]:
         """The blocks for these arrays: kept from the last step while they are the same objects."""
         names = tuple(grads)
-        if names == self._names and self._sources and self._shadows_kept is shadows:
-            sources = self._sources
-            slot_names = self._slot_names_kept
-            if all(s in opt_state for s in slot_names):
-                now = self._persistent(names, params, opt_state, slot_names, shadows)
-                if len(now) == len(sources) and all(a is b for a, b in zip(now, sources, strict=True)):
-                    return self._blocks
+        if names == self._names and self._built_for == (self.block_elements, id(shadows)):
+            for container, key, array in self._watch:
+                if container.get(key) is not array:
+                    break
+            else:
+                return self._blocks
         slot_names = self._slot_names(opt_state, params, names)
-        sources = self._persistent(names, params, opt_state, slot_names, shadows)
-        whole = {k for k in names if not all(a.flags.c_contiguous for a in
-                                            [params[k], *(opt_state[s][k] for s in slot_names),
-                                             *([shadows[k]] if shadows is not None else [])])}
+        watch = [(params, k, params[k]) for k in names]
+        watch += [(opt_state, slot, opt_state[slot]) for slot in slot_names]
+        watch += [(opt_state[slot], k, opt_state[slot][k]) for slot in slot_names for k in names]
+        if shadows is not None:
+            watch += [(shadows, k, shadows[k]) for k in names]
+        # a parameter any of whose arrays is not C-contiguous has no flat view: it stays whole
+        whole = {container_key for _, container_key, a in watch
+                 if isinstance(a, np.ndarray) and not a.flags.c_contiguous}
         sizes = {k: params[k].size for k in names}
-        limit = self.block_elements if self.block_elements is not None else max(sum(sizes.values()), 1)
+        if self.block_elements is None:
+            whole, limit = set(names), max(sum(sizes.values()), 1)
+        else:
+            limit = self.block_elements
         blocks = []
-        for cuts in plan_blocks(sizes, whole if self.block_elements is not None else set(names), limit):
+        for cuts in plan_blocks(sizes, whole, limit):
             blocks.append(Block(
                 cuts,
                 {k: _cut(params[k], part) for k, part in cuts},
                 {s: {k: _cut(opt_state[s][k], part) for k, part in cuts} for s in slot_names},
                 {k: _cut(shadows[k], part) for k, part in cuts} if shadows is not None else None,
             ))
-        self._names, self._sources, self._slot_names_kept, self._blocks = names, sources, slot_names, blocks
-        self._shadows_kept = shadows
+        self._names, self._watch, self._blocks = names, watch, blocks
+        self._built_for = (self.block_elements, id(shadows))
         self._split = _halfway(blocks)
         self._scalar_names = [s for s in opt_state if s not in slot_names]
+        self._whole = len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts)
         return blocks
 
-    @staticmethod
-    def grad_views(grads: dict, blocks: list[Block]) -> list[dict]:
+    def grad_views(self, grads: dict, blocks: list[Block]) -> list[dict]:
         """This step's gradients, cut as the blocks are (made C-contiguous where they were not:
         the gradients are the step's own scratch)."""
-        if len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts):
+        if self._whole:
             return [grads]
         flat = {}
         out = []
@@ -208,58 +215,56 @@ class ElementwisePass:
         shadows = average.shadows if average is not None else None
         blocks = self.blocks(grads, params, opt_state, shadows)
         views = self.grad_views(grads, blocks)
-        todo: list[Callable[[dict, Block, bool], None]] = []  # element-wise stages waiting for a pass
-        last = len(blocks) - 1
-
-        def sweep_range(first, end):
-            for i in range(first, end):
-                g, block, at_end = views[i], blocks[i], i == last
-                for stage in todo:
-                    stage(g, block, at_end)
-
-        def sweep():
-            split = self._split if self.threads > 1 else 0
-            if split:
-                worker = self._worker()
-                worker.submit(contextvars.copy_context().run, sweep_range, 0, split)
-                try:
-                    sweep_range(split, len(blocks))
-                finally:
-                    worker.wait()
-            else:
-                sweep_range(0, len(blocks))
-            todo.clear()
-
+        stages: list[Callable[[dict, Block, bool], None]] = []  # waiting for a pass over the blocks
         for penalty in penalties:
-            todo.append(lambda g, b, at_end, add=penalty.add_gradient: add(g, b.params))
+            stages.append(lambda g, b, at_end, add=penalty.add_gradient: add(g, b.params))
         if clip is not None:
             if clip.clip.measure is not None:
-                sweep()  # the norm is of the gradients the penalties have made, whole
+                self._sweep(stages, views, blocks)  # the norm is of the gradients the penalties made
+                stages = []
             measured = clip.measure(grads)
             apply_clip = clip.clip.apply
-            todo.append(lambda g, b, at_end: apply_clip(g, measured))
+            stages.append(lambda g, b, at_end: apply_clip(g, measured))
         update = optimizer.update
         scalars = {s: opt_state[s] for s in self._scalar_names}
-        at_start = _copies(scalars)
+        if scalars:
+            at_start = _copies(scalars)
 
-        def apply_update(g, b, at_end):
-            state = b.slots
-            if scalars:
+            def apply_update(g, b, at_end):
                 # the per-step scalars: every block computes from their values at the start of
                 # the step; the real ones advance once, with the last block
-                state = {**state, **(scalars if at_end else _copies(at_start))}
-            params_b = b.params
-            for k, u in update(g, state, lr, params_b)[0].items():
-                params_b[k] += u
+                state = {**b.slots, **(scalars if at_end else _copies(at_start))}
+                params_b = b.params
+                for k, u in update(g, state, lr, params_b)[0].items():
+                    params_b[k] += u
+        else:
+            def apply_update(g, b, at_end):
+                params_b = b.params
+                for k, u in update(g, b.slots, lr, params_b)[0].items():
+                    params_b[k] += u
 
-        todo.append(apply_update)
+        stages.append(apply_update)
         if average is not None:
             one_minus_decay = average.one_minus_decay(updates_done)
             update_views = average.update_views
-            todo.append(lambda g, b, at_end: update_views(b.shadows, b.params, one_minus_decay))
-        sweep()
+            stages.append(lambda g, b, at_end: update_views(b.shadows, b.params, one_minus_decay))
+        self._sweep(stages, views, blocks)
         if not blocks and scalars:
             update(grads, opt_state, lr, params)  # nothing to train: the scalars still advance, as before
+
+    def _sweep(self, stages, views, blocks) -> None:
+        """Every stage on the first block, then on the next, ...; with threads, the first
+        blocks up to the halfway point on the worker thread meanwhile."""
+        split = self._split if self.threads > 1 else 0
+        if split:
+            worker = self._worker()
+            worker.submit(contextvars.copy_context().run, _sweep_range, stages, views, blocks, 0, split)
+            try:
+                _sweep_range(stages, views, blocks, split, len(blocks))
+            finally:
+                worker.wait()
+        else:
+            _sweep_range(stages, views, blocks, 0, len(blocks))
 
     def _worker(self) -> _Worker:
         if self._thread is None:
