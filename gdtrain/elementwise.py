@@ -132,7 +132,7 @@ class ElementwisePass:
         self._built_for: tuple | None = None  # (block_elements, id(shadows)) of the kept blocks
         self._watch: list[tuple[dict, str, np.ndarray]] = []  # what the kept views were cut from
         self._blocks: list[Block] = []
-        self._whole = False  # one block of whole arrays: the gradients need no cutting
+        self._whole = False  # one block of whole arrays: each part runs over them in turn, no views
         self._scalar_names: list[str] = []  # the optimizer's other state entries (Adam's powers)
 
     # ------------------------------------------------------------ the blocks
@@ -183,11 +183,10 @@ class ElementwisePass:
         self._whole = len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts)
         return blocks
 
-    def grad_views(self, grads: dict, blocks: list[Block]) -> list[dict]:
+    @staticmethod
+    def grad_views(grads: dict, blocks: list[Block]) -> list[dict]:
         """This step's gradients, cut as the blocks are (made C-contiguous where they were not:
         the gradients are the step's own scratch)."""
-        if self._whole:
-            return [grads]
         flat = {}
         out = []
         for block in blocks:
@@ -214,6 +213,16 @@ class ElementwisePass:
         moving average (a MovingAverage) over `grads`, the data loss's gradients."""
         shadows = average.shadows if average is not None else None
         blocks = self.blocks(grads, params, opt_state, shadows)
+        if self._whole:  # one block of whole arrays (the softmax model's W and b): the parts in turn
+            for penalty in penalties:
+                penalty.add_gradient(grads, params)
+            if clip is not None:
+                clip.apply(grads)
+            for k, u in optimizer.update(grads, opt_state, lr, params)[0].items():
+                params[k] += u
+            if average is not None:
+                average.update(params, updates_done)
+            return
         views = self.grad_views(grads, blocks)
         stages: list[Callable[[dict, Block, bool], None]] = []  # waiting for a pass over the blocks
         for penalty in penalties:
