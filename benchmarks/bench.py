@@ -132,7 +132,7 @@ def _loop_args(trainer):
 
 
 def child_time(workload: str, impl: str, epochs: int, threads: int | None) -> dict:
-    from gdtrain.train import Trainer
+    from gdtrain.core.train import Trainer
 
     _, cfg, dataset = _setup(workload)
     steps_per_epoch = len(dataset.train) // cfg["train"]["batch_size"]
@@ -246,7 +246,7 @@ def child_check(workload: str, with_torch: bool) -> dict:
     """Do gdtrain, the minimal loop and PyTorch compute the same thing? (after CHECK_STEPS)"""
     import numpy as np
 
-    from gdtrain.train import Trainer
+    from gdtrain.core.train import Trainer
 
     _, cfg, dataset = _setup(workload)
     x, y = dataset.train.x, dataset.train.y

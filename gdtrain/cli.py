@@ -168,7 +168,7 @@ def run(
     finally:
         reporter.close()
     if quiet:
-        from .evaluate import headline
+        from .core.evaluate import headline
 
         name, value = headline(summary["eval"])
         stopped = " (stopped early)" if summary.get("stopped") else ""
@@ -247,8 +247,8 @@ def eval_(
 def _watch(target: Path, split: str, weights: str, as_json: bool, timeout: float | None,
            interval: float) -> None:
     """`eval --watch`: one line per checkpoint on stdout, flushed, as each is scored."""
+    from .core.evaluate import headline
     from .errors import CheckpointError
-    from .evaluate import headline
     from .inspect_run import WatchTimeout, watch
 
     err = _console(stderr=True)
@@ -295,10 +295,11 @@ def check(
 
     cfg = _load_config(config, set_)
     if not no_data:
+        from .checkpoint import read_npz
+        from .core.train import Trainer
         from .data import load_dataset
-        from .train import Trainer
 
-        Trainer(cfg, load_dataset(cfg["data"], cfg["run"]["dtype"]))
+        Trainer(cfg, load_dataset(cfg["data"], cfg["run"]["dtype"]), read_arrays=read_npz)
     sys.stdout.write(dump_yaml(cfg))
     _console(stderr=True).print(f"{config}: ok" + (" (config only)" if no_data else ""))
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .core.registry import Option, Registry, suggest, type_name
 from .errors import ConfigError
-from .registry import Option, Registry, suggest, type_name
 
 KINDS = ("section", "dataset", "model", "loss", "optimizer", "schedule", "initializer", "penalty", "clip")
 TITLES = {

@@ -10,7 +10,6 @@ ConfigError listing every problem with the file and line where the YAML has one.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import hashlib
 import json
 import os
@@ -20,8 +19,8 @@ from typing import Annotated, Any
 
 import yaml
 
-from .errors import ConfigError
-from .registry import (
+from .core.early_stopping import NATURAL_MODE
+from .core.registry import (
     NonNegative,
     NonNegativeInt,
     OneOf,
@@ -34,6 +33,8 @@ from .registry import (
     show,
     suggest,
 )
+from .core.selection import match_patterns, penalty_sections
+from .errors import ConfigError
 
 # ---------------------------------------------------------------- YAML, strictly
 
@@ -347,34 +348,21 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def _tables():
     # imported here so that `gdtrain --help` does not pay for numpy
+    from .core.initializers import INITIALIZERS
+    from .core.losses import LOSSES
+    from .core.models import MODELS
+    from .core.optimizers import OPTIMIZERS
+    from .core.schedules import SCHEDULES
     from .data import DATASETS
-    from .initializers import INITIALIZERS
-    from .losses import LOSSES
-    from .models import MODELS
-    from .optimizers import OPTIMIZERS
-    from .schedules import SCHEDULES
 
     return DATASETS, MODELS, LOSSES, OPTIMIZERS, SCHEDULES, INITIALIZERS
 
 
 def _chain_tables():
-    from .clipping import CLIPS
-    from .penalties import PENALTIES
+    from .core.clipping import CLIPS
+    from .core.penalties import PENALTIES
 
     return PENALTIES, CLIPS
-
-
-def penalty_sections(config: dict) -> list[tuple[str, dict]]:
-    """(config path, {name, options}) of every penalty, in the order a step adds their
-    gradients: the l2 section (the spelling of old configs), then `penalties` in list order."""
-    out = []
-    if isinstance(config.get("l2"), dict):
-        out.append(("l2", {"name": "l2", **config["l2"]}))
-    penalties = config.get("penalties")
-    for i, item in enumerate(penalties if isinstance(penalties, list) else []):
-        if isinstance(item, dict):
-            out.append((f"penalties.{i}", item))
-    return out
 
 
 def _section(config: dict, key: str, problems: list[str], optional: bool = False) -> dict | None:
@@ -412,13 +400,6 @@ def _component(registry: Registry, section: dict, where: str, problems: list[str
     if found:
         return {"name": name, **options}
     return {"name": name, **_with_defaults(registry, name, coerced)}
-
-
-def match_patterns(patterns: list[str], names: list[str]) -> tuple[list[str], list[str]]:
-    """(names matched by any pattern, in model order; patterns that matched nothing)."""
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-    matched = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    return matched, unmatched
 
 
 def _check_init(init: Any, names: list[str], problems: list[str], initializers: Registry):
@@ -565,7 +546,7 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
 
     # Build the schedule once with placeholder sizes, so that its own checks run now.
     if "schedule" in out and "optimizer" in out and not problems:
-        from .schedules import build_schedule
+        from .core.schedules import build_schedule
 
         try:
             build_schedule(out["schedule"], out["optimizer"].get("learning_rate", 1.0) or 1.0, 1.0, 1)
@@ -585,10 +566,6 @@ def resolve(raw: dict, source: str = "config", lines: dict[str, int] | None = No
     if problems:
         raise ConfigError([_locate(p, lines) for p in problems], source)
     return out
-
-
-# The direction each metric improves in: early stopping's default mode.
-NATURAL_MODE = {"loss": "min", "mse": "min", "accuracy": "max"}
 
 
 def _check_judging(train: dict, problems: list[str]) -> None:

@@ -23,8 +23,10 @@ import dataclasses
 
 import numpy as np
 
-from .data import Split, load_dataset
-from .train import Trainer
+from .checkpoint import read_npz
+from .core.dataset import Split
+from .core.train import Trainer
+from .data import load_dataset
 
 TOLERANCE = 1e-6
 STEP = 1e-6  # h, relative to max(1, |value|): float64 central differences are best near 1e-5..1e-6
@@ -45,7 +47,7 @@ def gradcheck(config: dict, batch: int = 8, entries: int = 20, tolerance: float 
     cfg = copy.deepcopy(config)
     cfg["run"]["dtype"] = "float64"
     cfg["train"]["batch_size"] = batch
-    trainer = Trainer(cfg, dataset)
+    trainer = Trainer(cfg, dataset, read_arrays=read_npz)
     model, loss = trainer.model, trainer.loss
     rng = np.random.default_rng(seed)
     params = {k: v + jitter * rng.standard_normal(v.shape) for k, v in trainer.params.items()}

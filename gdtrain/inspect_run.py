@@ -7,13 +7,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import checkpoint, compute
+from . import checkpoint
+from .checkpoint import read_npz
 from .config import canonical, config_hash, resolve
+from .core import compute
+from .core.evaluate import evaluate
+from .core.train import Trainer
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError
-from .evaluate import evaluate
 from .rundir import RunDir
-from .train import Trainer
 
 
 class TrainerCache:
@@ -30,7 +32,7 @@ class TrainerCache:
             data_key = canonical({"data": config["data"], "dtype": config["run"]["dtype"]})
             if data_key not in self.datasets:
                 self.datasets[data_key] = load_dataset(config["data"], config["run"]["dtype"])
-            self.trainers[key] = Trainer(config, self.datasets[data_key])
+            self.trainers[key] = Trainer(config, self.datasets[data_key], read_arrays=read_npz)
         return self.trainers[key]
 
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import math
 
-from . import checkpoint, early_stopping
+from . import checkpoint
+from .checkpoint import read_npz
 from .config import run_dir
+from .core import early_stopping
+from .core.train import Trainer
 from .data import load_dataset
 from .errors import CheckpointError
 from .rundir import RunDir
 from .runner import ALTERNATIVES, resume_decision
-from .train import Trainer
 
 SCAN_LIMIT = 5_000_000  # steps whose learning rate is computed one by one
 RAMP = 3  # this many consecutive changing steps or more form a ramp, not boundaries
@@ -26,7 +28,7 @@ RAMP = 3  # this many consecutive changing steps or more form a ramp, not bounda
 
 def make_plan(config: dict) -> dict:
     dataset = load_dataset(config["data"], config["run"]["dtype"])
-    trainer = Trainer(config, dataset)
+    trainer = Trainer(config, dataset, read_arrays=read_npz)
     train = config["train"]
     total = trainer.total_steps
     per_epoch = trainer.stream.steps_per_epoch

@@ -218,7 +218,7 @@ def plot_sweep(directory: str | Path, out: str | Path) -> Path:
 
 def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema") -> Path:
     """For two-feature datasets: the model's 0.5 contour over the training points."""
-    from .evaluate import class_labels, evaluate, headline, outputs
+    from .core.evaluate import class_labels, evaluate, headline, outputs
     from .inspect_run import load_trainer
 
     check_output(out)
@@ -286,7 +286,7 @@ def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema")
 def plot_confusion(runs: list[str | Path], out: str | Path, split: str = "test",
                    weights: str = "ema") -> Path:
     """The confusion matrix of each run as a heat map (colour: share of the true class)."""
-    from .evaluate import evaluate
+    from .core.evaluate import evaluate
     from .inspect_run import load_trainer
 
     check_output(out)

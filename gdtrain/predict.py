@@ -20,7 +20,7 @@ from numpy.typing import DTypeLike
 
 from . import checkpoint
 from .checkpoint import read_npz
-from .data import Split
+from .core.dataset import Split
 from .errors import CheckpointError, ConfigError, DataError
 
 # ---------------------------------------------------------------- reading inputs
@@ -81,7 +81,7 @@ def to_training_scale(x: np.ndarray, what: str, dtype: DTypeLike,
     features' range are taken as they are; anything else is refused, saying which scale
     the model expects.
     """
-    from .data import decode
+    from .core.dataset import decode
 
     if codes is None:
         return x.astype(np.float64).astype(dtype, copy=False)
@@ -176,7 +176,7 @@ def predict(target: str | Path, input_path: str | Path, weights: str = "ema",
             which: str | int | None = None) -> dict:
     """Predictions of a run (or checkpoint) for the inputs in a file; `which`: latest
     (default), best or a step of the run."""
-    from .evaluate import outputs
+    from .core.evaluate import outputs
     from .inspect_run import load_trainer
 
     trainer, path, meta = load_trainer(target, which=which)

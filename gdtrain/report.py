@@ -9,7 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from . import compute, terminal
+from . import terminal
+from .core import compute
 from .runner import Reporter
 from .views import fmt_number as _fmt
 

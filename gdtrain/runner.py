@@ -15,9 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, compute, early_stopping
+from . import checkpoint
+from .checkpoint import read_npz
 from .config import GUARDED_ON_RESUME, classify_drift, config_hash, dump_yaml, run_dir
-from .data import Dataset, head, load_dataset
+from .core import compute, early_stopping
+from .core.dataset import Dataset, head
+from .core.evaluate import evaluate, headline
+from .core.train import StepResult, Trainer
+from .data import load_dataset
 from .errors import (
     CheckFailed,
     CheckpointError,
@@ -27,9 +32,7 @@ from .errors import (
     Interrupted,
     RunDirError,
 )
-from .evaluate import evaluate, headline
 from .rundir import RunDir
-from .train import StepResult, Trainer
 
 
 class Reporter:
@@ -254,7 +257,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         if dataset is None:
             dataset = load_dataset(config["data"], config["run"]["dtype"])
         load_seconds = time.perf_counter() - t_load
-        trainer = Trainer(config, dataset)
+        trainer = Trainer(config, dataset, read_arrays=read_npz)
         from .tensorboard import attach  # here: tensorboard.py imports Reporter from this module
 
         reporter = attach(reporter, config)  # train.tensorboard: scalars to <run dir>/tb too

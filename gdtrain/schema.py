@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, get_args, get_origin
 
-from .registry import _MISSING, OneOf, Option, Range, Registry, _unwrap
+from .core.registry import _MISSING, OneOf, Option, Range, Registry, _unwrap
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}

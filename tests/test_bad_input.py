@@ -879,9 +879,9 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
 def test_divergence_names_the_non_finite_parameter():
     """When an update itself produced inf/NaN, the message names that parameter."""
     from gdtrain.config import resolve
+    from gdtrain.core.train import Trainer
     from gdtrain.data import load_dataset
     from gdtrain.errors import DivergedError
-    from gdtrain.train import Trainer
 
     config = resolve(merged(BASE, {"model": {"name": "mlp", "hidden": 3}}))
     trainer = Trainer(config, load_dataset(config["data"], "float32"))
@@ -923,10 +923,10 @@ def test_divergence_reaches_the_user_without_numpy_warnings_and_with_one_step(tm
 def test_evaluating_weights_whose_outputs_overflow_warns_nothing():
     import warnings
 
-    from gdtrain.data import Split
-    from gdtrain.evaluate import evaluate
-    from gdtrain.losses import LOSSES
-    from gdtrain.models import MODELS
+    from gdtrain.core.dataset import Split
+    from gdtrain.core.evaluate import evaluate
+    from gdtrain.core.losses import LOSSES
+    from gdtrain.core.models import MODELS
 
     model = MODELS.build("mlp", {"hidden": 4}, "model", input_dim=3, output_dim=2)
     params = {k: np.full(shape, 1e30, np.float32) for k, shape in model.shapes.items()}

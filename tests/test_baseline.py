@@ -14,9 +14,9 @@ from resume_helpers import QUIET
 
 from gdtrain.checkpoint import array_digest
 from gdtrain.config import resolve
+from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
 from gdtrain.runner import Reporter, train
-from gdtrain.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

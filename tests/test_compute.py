@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from resume_helpers import Recorder, assert_same_state, checkpoint_arrays, cut_back, make_config, run
 
-from gdtrain import checkpoint, compute
+from gdtrain import checkpoint
+from gdtrain.core import compute
+from gdtrain.core.train import Trainer
 from gdtrain.runner import Reporter
-from gdtrain.train import Trainer
 
 needs_blas = pytest.mark.skipif(not compute.describe().get("blas"),
                                 reason="threadpoolctl sees no BLAS in this numpy")
@@ -149,7 +150,7 @@ def test_training_steps_do_not_fault_their_temporaries_in_again(tmp_path):
     import resource
 
     from gdtrain.config import resolve
-    from gdtrain.data import Dataset, Split
+    from gdtrain.core.dataset import Dataset, Split
 
     rng = np.random.default_rng(0)
     data = Dataset("blobs", Split(rng.random((400, 784)), rng.integers(0, 10, 400)), num_classes=10)

@@ -18,7 +18,7 @@ from tool_runs import SignalAt, merged
 
 from gdtrain import checkpoint
 from gdtrain.config import classify_drift, resolve
-from gdtrain.early_stopping import Tracker, from_config
+from gdtrain.core.early_stopping import Tracker, from_config
 from gdtrain.errors import CheckpointError, Interrupted
 from gdtrain.runner import Reporter, RunOptions, train
 

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
+from gdtrain.core.losses import LOSSES
 from gdtrain.errors import ConfigError
-from gdtrain.losses import LOSSES
 
 # ------------------------------------------------------------------ independent references
 

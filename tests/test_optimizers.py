@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
+from gdtrain.core.optimizers import OPTIMIZERS
 from gdtrain.errors import ConfigError
-from gdtrain.optimizers import OPTIMIZERS
 
 # ------------------------------------------------------------------ TF1 formulas, by hand
 # Each reference takes the options and a list of (gradient, lr) per step for one parameter

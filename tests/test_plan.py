@@ -9,9 +9,9 @@ import pytest
 from tool_runs import classifier, config, run, run_dir, write_yaml
 
 from gdtrain.config import resolve
+from gdtrain.core.schedules import build_schedule
 from gdtrain.plan import make_plan
 from gdtrain.rundir import RunDir
-from gdtrain.schedules import build_schedule
 
 SCHEDULES = {
     "constant": None,

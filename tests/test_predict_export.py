@@ -12,9 +12,9 @@ from tool_runs import classifier, config, run, run_dir, write_yaml
 
 from gdtrain.checkpoint import read_npz
 from gdtrain.config import resolve
+from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
 from gdtrain.inspect_run import load_trainer
-from gdtrain.train import Trainer
 
 
 def _softmax(z):
@@ -56,7 +56,7 @@ def test_exported_weights_round_trip_through_init_from(trained, tmp_path, cli):
     assert cli("export", run_dir(trained), "--out", weights)[0] == 0
     raw = classifier(tmp_path, "again", model={"name": "softmax", "init": {"from": str(weights)}},
                      train={"steps": 2})
-    trainer = Trainer(resolve(raw), load_dataset(resolve(raw)["data"], "float32"))
+    trainer = Trainer(resolve(raw), load_dataset(resolve(raw)["data"], "float32"), read_arrays=read_npz)
     exported = read_npz(weights)
     assert all(np.array_equal(trainer.params[k], exported[k]) for k in ("W", "b"))
     # and a run starts from them: its predictions before any update are the first run's
@@ -112,7 +112,7 @@ def _idx_ubyte(path, arr: np.ndarray) -> None:
 def test_predict_on_idx_bytes_matches_evaluation_on_the_dataset_bit_for_bit(tmp_path):
     """IDX bytes given to predict become the very float32 features the mnist dataset gives
     the same images, so the outputs are those of evaluation, bit for bit."""
-    from gdtrain.evaluate import outputs
+    from gdtrain.core.evaluate import outputs
     from gdtrain.predict import predict, read_inputs
 
     rng = np.random.default_rng(5)

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
+from gdtrain.core.schedules import SCHEDULES, build_schedule
 from gdtrain.errors import ConfigError
-from gdtrain.schedules import SCHEDULES, build_schedule
 
 LR = 0.1
 

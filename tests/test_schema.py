@@ -29,9 +29,9 @@ from tool_runs import SMALL, merged
 from gdtrain import config as config_module
 from gdtrain.components import _tables
 from gdtrain.config import REQUIRED, SECTION_SHAPES, TOP_LEVEL, load, load_file, parse_yaml, resolve
+from gdtrain.core.optimizers import OPTIMIZERS, Optimizer
+from gdtrain.core.registry import OneOf, Option, Positive, Range, _unwrap, coerce
 from gdtrain.errors import ConfigError
-from gdtrain.optimizers import OPTIMIZERS, Optimizer
-from gdtrain.registry import OneOf, Option, Positive, Range, _unwrap, coerce
 from gdtrain.schema import DRAFT, config_schema, render_schema
 
 REPO = Path(__file__).resolve().parents[1]

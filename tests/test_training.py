@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from gdtrain import checkpoint
-from gdtrain.batching import BatchStream
 from gdtrain.config import load
-from gdtrain.data import Split
+from gdtrain.core.batching import BatchStream
+from gdtrain.core.dataset import Split
+from gdtrain.core.losses import LOSSES
+from gdtrain.core.models import MODELS
+from gdtrain.core.optimizers import OPTIMIZERS
 from gdtrain.errors import ConfigError, DivergedError
-from gdtrain.losses import LOSSES
-from gdtrain.models import MODELS
-from gdtrain.optimizers import OPTIMIZERS
 from gdtrain.runner import RunOptions, train
 
 F64 = {"run": {"dtype": "float64"}}
@@ -328,7 +328,7 @@ def small_npz(tmp_path_factory):
 @pytest.mark.parametrize("loss", LOSSES.names())
 @pytest.mark.parametrize("model", MODELS.names())
 def test_every_model_loss_optimizer_trains(make_trainer, small_npz, model, loss, optimizer):
-    from gdtrain.evaluate import evaluate
+    from gdtrain.core.evaluate import evaluate
 
     data = "values.npz" if not LOSSES.build(loss, {}, "loss").accepts_classes else "classes.npz"
     t = make_trainer({"data": {"name": "npz", "path": str(small_npz / data)},
@@ -369,7 +369,7 @@ def test_a_step_drops_units_with_the_key_of_its_seed_and_step(make_trainer):
 def test_evaluation_never_drops_units(make_trainer):
     """After training with dropout, evaluation equals the same weights in the model without
     dropout, bit for bit, and is the same every time."""
-    from gdtrain.evaluate import evaluate
+    from gdtrain.core.evaluate import evaluate
 
     t = make_trainer(DROPOUT_MLP)
     for _ in range(5):

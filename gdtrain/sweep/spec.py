@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from ..errors import ConfigError
-from ..registry import (
+from ..core.registry import (
     NonNegativeInt,
     OneOf,
     Positive,
@@ -35,6 +34,7 @@ from ..registry import (
     suggest,
     type_name,
 )
+from ..errors import ConfigError
 
 SECTIONS = Registry("sweep section")
 PARAMETERS = Registry("parameter kind")

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.registry import show
 from ..errors import ConfigError
-from ..registry import show
 from .spec import Parameter, SweepSpec
 
 # Config keys that hold paths, read relative to the working directory: made absolute

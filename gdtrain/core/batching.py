@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import Split, decode
+from .dataset import Split, decode
 
 # Separates the data-order streams from the initialisation streams of the same seed.
 _DATA_STREAM = 1

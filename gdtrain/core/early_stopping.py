@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import NATURAL_MODE
-from .errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError
+
+# The direction each metric improves in: early stopping's default mode.
+NATURAL_MODE = {"loss": "min", "mse": "min", "accuracy": "max"}
 
 
 @dataclass

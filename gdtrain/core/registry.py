@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _MISSING = inspect.Parameter.empty
 

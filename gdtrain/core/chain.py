@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ConfigError
 from .clipping import CLIPS, Clip
-from .config import match_patterns, penalty_sections
-from .errors import ConfigError
 from .penalties import PENALTIES, Penalty
+from .selection import match_patterns, penalty_sections
 
 
 def _options_text(options: dict) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import Split
+from .dataset import Split
 from .losses import Loss
 from .models import Model
 

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import CheckpointError, ConfigError, DataError, DivergedError
 from . import compute, early_stopping
 from .batching import BatchStream
 from .chain import OptimizerPart, build_average, build_clip, build_penalties
-from .config import match_patterns
-from .data import Dataset
-from .errors import CheckpointError, ConfigError, DataError, DivergedError
+from .dataset import Dataset
 from .initializers import INITIALIZERS
 from .losses import LOSSES, NOT_A_DISTRIBUTION, Loss, non_distribution
 from .models import MODELS, Model
 from .optimizers import OPTIMIZERS, Optimizer
 from .schedules import build_schedule
+from .selection import match_patterns
 
 _INIT_STREAM = 0
 WEIGHTS = ("ema", "raw")  # what evaluation, prediction and export may use
@@ -65,14 +65,16 @@ def _param_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, _INIT_STREAM, zlib.crc32(name.encode())])
 
 
-def initial_params(model: Model, init_cfg, seed: int, dtype) -> dict[str, np.ndarray]:
-    """Initial values per model.init: a name, {name, options}, {from: npz} or per parameter."""
+def initial_params(model: Model, init_cfg, seed: int, dtype, read_arrays=None) -> dict[str, np.ndarray]:
+    """Initial values per model.init: a name, {name, options}, {from: npz} or per parameter.
+    `read_arrays(path, expected=shapes)` reads the arrays of {from: npz} (the core reads no
+    files: the caller gives run.npz.read_npz)."""
     if isinstance(init_cfg, dict) and "from" in init_cfg:
-        from .checkpoint import read_npz
-
         path = init_cfg["from"]
+        if read_arrays is None:
+            raise ValueError("model.init.from: no reader of array files was given (read_arrays)")
         try:
-            arrays = read_npz(path, expected=model.shapes)
+            arrays = read_arrays(path, expected=model.shapes)
         except CheckpointError as exc:
             raise DataError(f"model.init.from: {exc}") from None
         missing = [k for k in model.shapes if k not in arrays]
@@ -114,7 +116,8 @@ class StepResult:
 
 
 class Trainer:
-    def __init__(self, config: dict, dataset: Dataset):
+    def __init__(self, config: dict, dataset: Dataset, read_arrays=None):
+        """read_arrays: what reads model.init.from's file (see initial_params)."""
         compute.reuse_freed_memory()  # else every step faults its temporaries in anew
         self.config = config
         self.dataset = dataset
@@ -156,7 +159,8 @@ class Trainer:
         self.optimizer_part = OptimizerPart(config["optimizer"]["name"], opt_opts)
         self.average = build_average(config, self.dtype)
 
-        self.params = initial_params(self.model, config["model"].get("init"), run["seed"], self.dtype)
+        self.params = initial_params(self.model, config["model"].get("init"), run["seed"], self.dtype,
+                                     read_arrays)
         self.step_count = 0
         self.opt_state = self.optimizer.init({k: self.params[k] for k in self.trainable})
         if self.average is not None:
