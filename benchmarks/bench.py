@@ -106,7 +106,7 @@ def _blas_info() -> dict:
 
 
 def _setup(workload: str):
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
     from gdtrain.data import load_dataset
 
     spec = WORKLOADS[workload]

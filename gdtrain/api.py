@@ -30,7 +30,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] |
     ({"optimizer.learning_rate": 0.1, "train.trainable": ["W"]}) or a list of
     "key=YAML value" strings (["optimizer.learning_rate=0.1"]).
     """
-    from .config import load
+    from .config.loading import load
 
     return load(path, as_set_options(overrides))
 

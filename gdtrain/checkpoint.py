@@ -513,7 +513,7 @@ def load(path: str | Path) -> tuple[dict, dict]:
 def saved_config(path: str | Path, meta: dict) -> dict:
     """The resolved config a checkpoint was trained with; CheckpointError when its metadata
     holds none or it does not match the hash saved beside it."""
-    from .config import config_hash  # config pulls in yaml: only when a checkpoint is used
+    from .config.identity import config_hash  # config pulls in yaml: only when a checkpoint is used
 
     saved = meta.get("config")
     if not isinstance(saved, dict):

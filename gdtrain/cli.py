@@ -74,11 +74,11 @@ def handles_errors(command):
             return command(*args, **kwargs)
         except GdtrainError as exc:
             if isinstance(exc, ConfigError) and _loaded is not None:
-                from .config import locate_later
+                from .config.locate import locate_later
 
                 exc = locate_later(exc, *_loaded[:2])
             elif isinstance(exc, DataError) and _loaded is not None:
-                from .config import explain_missing
+                from .config.paths import explain_missing
 
                 exc = explain_missing(exc, _loaded[2])
             _fail(_escape(str(exc)), exc.exit_code)
@@ -124,7 +124,7 @@ SetOption = Annotated[
 
 def _load_config(path: Path, overrides: list[str] | None) -> dict:
     global _loaded
-    from .config import load_located
+    from .config.loading import load_located
 
     config, lines, notes = load_located(path, overrides or [])
     _loaded = (path, lines, notes)
@@ -291,7 +291,7 @@ def check(
     what only the data can tell (a loss that does not fit the labels, model.init.from arrays
     of the wrong shape, a damaged data file) is found before a run.
     """
-    from .config import dump_yaml
+    from .config.yaml_file import dump_yaml
 
     cfg = _load_config(config, set_)
     if not no_data:
@@ -706,11 +706,11 @@ def components(
             kinds = {"sweep file": data["sections"], "parameter kind": data["parameters"]}
             render_components(_console(), kinds, list(kinds))
         return
-    from .components import KINDS, describe, kind_named, render_markdown, render_summary
+    from .config.components import KINDS, describe, kind_named, render_markdown, render_summary
 
     kinds = [kind_named(kind)] if kind else list(KINDS)
     if json_schema:
-        from .schema import render_schema
+        from .config.schema import render_schema
 
         sys.stdout.write(render_schema())
         return

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from . import checkpoint
 from .checkpoint import read_npz
-from .config import canonical, config_hash, resolve
+from .config.identity import canonical, config_hash
+from .config.validate import resolve
 from .core import compute
 from .core.evaluate import evaluate
 from .core.train import Trainer

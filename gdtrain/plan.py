@@ -14,7 +14,7 @@ import math
 
 from . import checkpoint
 from .checkpoint import read_npz
-from .config import run_dir
+from .config.paths import run_dir
 from .core import early_stopping
 from .core.train import Trainer
 from .data import load_dataset

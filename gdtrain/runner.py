@@ -17,7 +17,10 @@ import numpy as np
 
 from . import checkpoint
 from .checkpoint import read_npz
-from .config import GUARDED_ON_RESUME, classify_drift, config_hash, dump_yaml, run_dir
+from .config.drift import GUARDED_ON_RESUME, classify_drift
+from .config.identity import config_hash
+from .config.paths import run_dir
+from .config.yaml_file import dump_yaml
 from .core import compute, early_stopping
 from .core.dataset import Dataset, head
 from .core.evaluate import evaluate, headline

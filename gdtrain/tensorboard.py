@@ -19,7 +19,7 @@ import time
 import weakref
 from pathlib import Path
 
-from .config import run_dir
+from .config.paths import run_dir
 from .errors import MissingExtra, RunDirError
 from .runner import Reporter
 

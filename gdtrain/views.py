@@ -169,7 +169,7 @@ def _sci(value) -> str:
 
 
 def render_components(console: Console, data: dict, kinds: list[str]) -> None:
-    from .components import plain_value, plural
+    from .config.components import plain_value, plural
 
     for kind in kinds:
         console.print(f"[bold underline]{plural(kind)}[/]")

@@ -93,7 +93,7 @@ def command(config: Path, run_root: Path, settings: list[str]) -> list[str]:
 
 
 def run_name(config: Path, settings: list[str]) -> str:
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
 
     return load(config, settings)["run"]["name"]
 

@@ -51,7 +51,7 @@ def write_config(tmp_path):
 def make_trainer(write_config):
     """make_trainer(changes=None, base=SMALL) -> Trainer built from the resolved config."""
     from gdtrain.checkpoint import read_npz
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
     from gdtrain.core.train import Trainer
     from gdtrain.data import load_dataset
 

@@ -11,7 +11,7 @@ import yaml
 from tool_runs import merged
 
 from gdtrain import checkpoint
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.runner import Reporter, RunOptions, train
 
 # 100 examples in batches of 8: 12.5 steps per epoch, so 30 steps cross two epoch

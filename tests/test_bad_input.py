@@ -878,7 +878,7 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
 
 def test_divergence_names_the_non_finite_parameter():
     """When an update itself produced inf/NaN, the message names that parameter."""
-    from gdtrain.config import resolve
+    from gdtrain.config.validate import resolve
     from gdtrain.core.train import Trainer
     from gdtrain.data import load_dataset
     from gdtrain.errors import DivergedError

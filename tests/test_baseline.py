@@ -13,7 +13,7 @@ import pytest
 from resume_helpers import QUIET
 
 from gdtrain.checkpoint import array_digest
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
 from gdtrain.runner import Reporter, train

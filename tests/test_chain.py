@@ -22,7 +22,8 @@ from resume_helpers import Recorder, assert_same_state, checkpoint_arrays, cut_b
 from resume_helpers import run as run_resolved
 from tool_runs import config, run, run_dir, values_npz, write_yaml
 
-from gdtrain.config import apply_overrides, resolve
+from gdtrain.config.overrides import apply_overrides
+from gdtrain.config.validate import resolve
 from gdtrain.core.clipping import CLIPS
 from gdtrain.core.penalties import PENALTIES
 from gdtrain.core.train import Trainer
@@ -314,7 +315,7 @@ def test_the_l2_section_and_an_l2_penalty_train_to_the_same_bits(make_trainer):
 
 
 def test_circle_l1_is_circle_l2_with_an_l1_penalty_of_the_same_scale():
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
 
     l1, l2 = (load(REPO / "configs" / f"circle_{k}.yaml") for k in ("l1", "l2"))
     assert l1.pop("penalties") == [{"name": "l1", "scale": l2["l2"]["scale"], "params": l2["l2"]["params"]}]

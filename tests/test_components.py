@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from tool_runs import config, run, write_yaml
 
-from gdtrain.components import KINDS, describe, render_markdown
-from gdtrain.config import SECTIONS
+from gdtrain.config.components import KINDS, describe, render_markdown
+from gdtrain.config.sections import SECTIONS
 from gdtrain.core.clipping import CLIPS
 from gdtrain.core.initializers import INITIALIZERS
 from gdtrain.core.losses import LOSSES
@@ -163,7 +163,7 @@ def test_version_and_shell_completion():
 
 
 def test_the_readme_config_reference_is_what_the_code_generates():
-    from gdtrain.components import README_END, README_START, render_summary
+    from gdtrain.config.components import README_END, README_START, render_summary
 
     text = (REPO / "README.md").read_text(encoding="utf-8")
     start, end = text.find(README_START), text.find(README_END)

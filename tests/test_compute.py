@@ -149,7 +149,7 @@ def test_training_steps_do_not_fault_their_temporaries_in_again(tmp_path):
     thresholds each step faulted ~2,600 fresh pages in (5 ms of a 13 ms step)."""
     import resource
 
-    from gdtrain.config import resolve
+    from gdtrain.config.validate import resolve
     from gdtrain.core.dataset import Dataset, Split
 
     rng = np.random.default_rng(0)

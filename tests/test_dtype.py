@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.core.dataset import Dataset, Split
 from gdtrain.core.evaluate import evaluate
 from gdtrain.core.models import MODELS

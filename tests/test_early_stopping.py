@@ -17,7 +17,8 @@ from resume_helpers import QUIET, Recorder, assert_same_state, checkpoint_arrays
 from tool_runs import SignalAt, merged
 
 from gdtrain import checkpoint
-from gdtrain.config import classify_drift, resolve
+from gdtrain.config.drift import classify_drift
+from gdtrain.config.validate import resolve
 from gdtrain.core.early_stopping import Tracker, from_config
 from gdtrain.errors import CheckpointError, Interrupted
 from gdtrain.runner import Reporter, RunOptions, train

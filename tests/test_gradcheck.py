@@ -8,7 +8,7 @@ import json
 import pytest
 from tool_runs import classes_npz, config, values_npz, write_yaml
 
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.core.losses import LOSSES
 from gdtrain.core.models import ACTIVATIONS, MODELS
 from gdtrain.gradcheck import gradcheck

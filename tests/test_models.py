@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.core.losses import LOSSES
 from gdtrain.core.models import ACTIVATIONS, LEAKY_RELU_ALPHA, MODELS
 from gdtrain.errors import ConfigError

@@ -16,7 +16,8 @@ from tool_runs import SMALL, merged, values_npz
 from typer.testing import CliRunner
 
 from gdtrain.cli import app
-from gdtrain.config import classify_drift, resolve
+from gdtrain.config.drift import classify_drift
+from gdtrain.config.validate import resolve
 from gdtrain.runner import RunOptions, train
 
 REPO = Path(__file__).resolve().parents[1]

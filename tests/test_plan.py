@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tool_runs import classifier, config, run, run_dir, write_yaml
 
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.core.schedules import build_schedule
 from gdtrain.plan import make_plan
 from gdtrain.rundir import RunDir

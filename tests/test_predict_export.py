@@ -11,7 +11,7 @@ import pytest
 from tool_runs import classifier, config, run, run_dir, write_yaml
 
 from gdtrain.checkpoint import read_npz
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
 from gdtrain.inspect_run import load_trainer

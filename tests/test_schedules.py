@@ -155,7 +155,7 @@ def test_exponential_without_a_floor_is_tf1s_expression_bit_for_bit():
 def test_tutorial_ladder_learning_rates(name, formula):
     from pathlib import Path
 
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
 
     config = load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     schedule = build_schedule(config["schedule"], config["optimizer"]["learning_rate"], 600, 10000)

@@ -21,7 +21,8 @@ import yaml
 from resume_helpers import assert_same_state, checkpoint_arrays
 
 from gdtrain import api
-from gdtrain.config import dump_yaml, resolve
+from gdtrain.config.validate import resolve
+from gdtrain.config.yaml_file import dump_yaml
 from gdtrain.errors import ConfigError
 from gdtrain.runner import RunOptions, train
 from gdtrain.sweep import spec as spec_mod

@@ -123,7 +123,7 @@ def test_a_resumed_run_purges_the_steps_it_redoes(tmp_path):
     assert starts == [13]  # records up to the checkpoint (12) stay; later ones are redone
     assert scalars(tb) == _expected(RunDir(run_dir(raw)).read_metrics())
     # --restart begins again at 0: the old event files go, as the old metrics log does
-    from gdtrain.config import resolve
+    from gdtrain.config.validate import resolve
     from gdtrain.runner import RunOptions, train
 
     train(resolve(raw), None, RunOptions(restart=True))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gdtrain import checkpoint
-from gdtrain.config import load
+from gdtrain.config.loading import load
 from gdtrain.core.batching import BatchStream
 from gdtrain.core.dataset import Split
 from gdtrain.core.losses import LOSSES

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
 from gdtrain.runner import Reporter, RunOptions, train
 
 # A small generator-backed config: fast, real-valued targets, every section plain.

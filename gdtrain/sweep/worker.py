@@ -71,7 +71,7 @@ class _Trial(Reporter):
 
 
 def _dataset(config: dict):
-    from ..config import canonical
+    from ..config.identity import canonical
     from ..data import load_dataset
 
     key = canonical({"data": config["data"], "dtype": config["run"]["dtype"]})
@@ -81,7 +81,7 @@ def _dataset(config: dict):
 
 
 def _status_step(config: dict) -> tuple[int | None, int | None]:
-    from ..config import run_dir
+    from ..config.paths import run_dir
     from ..rundir import RunDir
 
     status = RunDir(run_dir(config)).read_status()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .core.registry import Option, Registry, suggest, type_name
-from .errors import ConfigError
+from ..core.registry import Option, Registry, suggest, type_name
+from ..errors import ConfigError
 
 KINDS = ("section", "dataset", "model", "loss", "optimizer", "schedule", "initializer", "penalty", "clip")
 TITLES = {
@@ -57,10 +57,10 @@ def kind_named(word: str) -> str:
 
 
 def _tables() -> dict[str, Registry]:
-    from .config import SECTIONS, _chain_tables, _tables
+    from .sections import SECTIONS, chain_tables, component_tables
 
-    datasets, models, losses, optimizers, schedules, initializers = _tables()
-    penalties, clips = _chain_tables()
+    datasets, models, losses, optimizers, schedules, initializers = component_tables()
+    penalties, clips = chain_tables()
     return {"section": SECTIONS, "dataset": datasets, "model": models, "loss": losses,
             "optimizer": optimizers, "schedule": schedules, "initializer": initializers,
             "penalty": penalties, "clip": clips}
@@ -122,7 +122,7 @@ def plain_value(value: Any) -> str:
 
 def render_markdown(data: dict) -> str:
     """docs/config-reference.md: every section and component, with a table of options."""
-    from .config import OPTIONAL_SECTIONS, REQUIRED, TOP_LEVEL
+    from .sections import OPTIONAL_SECTIONS, REQUIRED, TOP_LEVEL
 
     lines = [
         "# Config reference",

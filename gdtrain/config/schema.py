@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, get_args, get_origin
 
-from .core.registry import _MISSING, OneOf, Option, Range, Registry, _unwrap
+from ..core.registry import _MISSING, OneOf, Option, Range, Registry, _unwrap
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
@@ -184,7 +184,7 @@ def _section_schema(sections: Registry, key: str) -> dict:
 def config_schema() -> dict:
     """The schema of a whole config file."""
     from .components import KINDS, _tables
-    from .config import REQUIRED, SECTION_SHAPES, SECTIONS, TOP_LEVEL
+    from .sections import REQUIRED, SECTION_SHAPES, SECTIONS, TOP_LEVEL
 
     tables = _tables()
     missing = [key for key in TOP_LEVEL if key not in SECTION_SHAPES]
