@@ -184,7 +184,8 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
 def _time_runner(cfg: dict, dataset, steps_per_epoch: int, epochs: int) -> list[float]:
     import tempfile
 
-    from gdtrain.runner import Reporter, RunOptions, train
+    from gdtrain.run.hooks import Reporter
+    from gdtrain.run.loop import RunOptions, train
 
     marks = [WARMUP_STEPS + e * steps_per_epoch for e in range(epochs + 1)]
     stamps: dict[int, tuple[float, float]] = {}

@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .runner import Reporter, RunOptions
+from .run.hooks import Reporter
+from .run.loop import RunOptions
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> dict:
@@ -81,7 +82,7 @@ def train(config: dict, *, on_metrics: Callable[[dict], None] | None = None, res
     The summary holds "status" (finished or stopped), "steps", "eval" (the final
     evaluation), "run_dir", "checkpoint", timings and "trainer" (the in-memory state).
     """
-    from .runner import train as run_training
+    from .run.loop import train as run_training
 
     callback = _Callback(on_metrics)
     opts = RunOptions(restart=restart, allow_config_change=allow_config_change,
@@ -95,21 +96,21 @@ def train(config: dict, *, on_metrics: Callable[[dict], None] | None = None, res
 def evaluate(target: str | Path, split: str = "test", weights: str = "ema") -> dict:
     """Score a run's newest checkpoint (or a checkpoint file): loss, accuracy or MSE,
     per-class accuracy and confusion matrix, as `gdtrain eval --json` prints them."""
-    from .inspect_run import evaluate_checkpoint
+    from .run.inspect_run import evaluate_checkpoint
 
     return evaluate_checkpoint(target, split, weights)
 
 
 def read_metrics(run: str | Path) -> list[dict]:
     """The records of a run's metrics.jsonl, oldest first (see `train`'s on_metrics)."""
-    from .rundir import RunDir
+    from .run.rundir import RunDir
 
     return RunDir(run).read_metrics()
 
 
 def run_status(run: str | Path) -> dict:
     """One run as `gdtrain runs` shows it: status, step, last and best evaluation, wall time."""
-    from .runs_table import describe
+    from .run.runs_table import describe
 
     return describe(run)
 

@@ -155,12 +155,12 @@ def run(
     """Train the model a config describes; resume from its newest checkpoint if it has one."""
     cfg = _load_config(config, set_)
     if smoke:
-        from .runner import smoke as smoke_check
+        from .run.smoke import smoke as smoke_check
 
         print(smoke_check(cfg))
         return
     from .report import ConsoleReporter
-    from .runner import RunOptions, train
+    from .run.loop import RunOptions, train
 
     reporter = ConsoleReporter(quiet=quiet)
     try:
@@ -219,7 +219,7 @@ def eval_(
     checkpoint: CheckpointOption = None,
 ):
     """Score a run's newest checkpoint (or its best, a given step, or a checkpoint file) on a split."""
-    from .inspect_run import evaluate_checkpoint
+    from .run.inspect_run import evaluate_checkpoint
 
     _check_choice("--split", split, SPLITS)
     _check_choice("--weights", weights, WEIGHTS)
@@ -249,7 +249,7 @@ def _watch(target: Path, split: str, weights: str, as_json: bool, timeout: float
     """`eval --watch`: one line per checkpoint on stdout, flushed, as each is scored."""
     from .core.evaluate import headline
     from .errors import CheckpointError
-    from .inspect_run import WatchTimeout, watch
+    from .run.inspect_run import WatchTimeout, watch
 
     err = _console(stderr=True)
 
@@ -295,9 +295,9 @@ def check(
 
     cfg = _load_config(config, set_)
     if not no_data:
-        from .checkpoint import read_npz
         from .core.train import Trainer
         from .data import load_dataset
+        from .run.npz import read_npz
 
         Trainer(cfg, load_dataset(cfg["data"], cfg["run"]["dtype"]), read_arrays=read_npz)
     sys.stdout.write(dump_yaml(cfg))
@@ -308,8 +308,8 @@ def check(
 @handles_errors
 def verify(target: Annotated[Path, typer.Argument(help="Run directory, or one checkpoint file.")]):
     """Check every checkpoint of a run (or the one file given); exit 1 if any is damaged."""
-    from . import checkpoint
     from .errors import CheckFailed, CheckpointError
+    from .run import atomic, checkpoint
 
     if target.is_file():
         try:
@@ -339,7 +339,7 @@ def verify(target: Annotated[Path, typer.Argument(help="Run directory, or one ch
     if pointer and not (directory / pointer).is_file():
         pointer += " (missing: a resume uses the newest good checkpoint)"
     console.print(f"latest -> {pointer or '(no pointer)'}; {len(found) - bad} good, {bad} damaged")
-    leftovers = sorted(p.name for p in directory.iterdir() if p.name.startswith(checkpoint.TMP_PREFIX))
+    leftovers = sorted(p.name for p in directory.iterdir() if p.name.startswith(atomic.TMP_PREFIX))
     if leftovers:
         console.print(f"{len(leftovers)} temporary file(s) left by an interrupted save, ignored and "
                       f"removed by the next run: {', '.join(leftovers)}")
@@ -371,7 +371,7 @@ def runs_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ):
     """A table of runs: status, step / total, last loss, last and best evaluation, wall time."""
-    from .runs_table import table
+    from .run.runs_table import table
 
     # runs/ is made by the first run: before it, there are simply no runs yet
     default = directory is None
@@ -575,7 +575,7 @@ def sweep(
 
 
 def _sweep_dry_run(spec, as_json: bool) -> None:
-    from .runs_table import describe, is_run_dir
+    from .run.runs_table import describe, is_run_dir
 
     rows = []
     for t in spec.trials:

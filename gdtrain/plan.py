@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 
-from . import checkpoint
-from .checkpoint import read_npz
 from .config.paths import run_dir
 from .core import early_stopping
 from .core.train import Trainer
 from .data import load_dataset
 from .errors import CheckpointError
-from .rundir import RunDir
-from .runner import ALTERNATIVES, resume_decision
+from .run import checkpoint
+from .run.npz import read_npz
+from .run.resume import ALTERNATIVES, find_resume
+from .run.rundir import RunDir
 
 SCAN_LIMIT = 5_000_000  # steps whose learning rate is computed one by one
 RAMP = 3  # this many consecutive changing steps or more form a ramp, not boundaries
@@ -153,14 +153,6 @@ def _segment(kind: str, first: int, last: int, lr_first: float, lr_last: float) 
     return {"kind": kind, "first_step": first, "last_step": last, "lr_first": lr_first, "lr_last": lr_last}
 
 
-class _Refused(Exception):
-    """Stops the checkpoint search: the run may not resume from this checkpoint."""
-
-    def __init__(self, path, meta: dict):
-        super().__init__(str(path))
-        self.path, self.meta = path, meta
-
-
 def resume_plan(trainer: Trainer, config: dict) -> dict:
     """What `gdtrain run` would do with the run directory as it is now."""
     rd = RunDir(run_dir(config))
@@ -173,32 +165,16 @@ def resume_plan(trainer: Trainer, config: dict) -> dict:
         return {"action": "start", "detail": f"{rd.path} has no checkpoint; training starts at step 0"
                 + ("; its old metrics.jsonl would be discarded" if rd.metrics.exists() else ""),
                 "in_use": busy}
-    # the runner's search: the newest checkpoint that verifies; the runner's decision on
-    # it, and a refusal stops the search there; one whose arrays do not fit is skipped
+    # the run's own search and decision (run/resume.py), as it makes them with
+    # --allow-config-change: a change that needs the flag is reported below, with the
+    # checkpoint the run would resume from when given it
     skipped: list[str] = []
-    decided: list = []
-
-    def accept(path, arrays: dict, meta: dict) -> None:
-        decided[:] = [resume_decision(checkpoint.saved_config(path, meta), config, int(meta["step"]),
-                                      total, rd.path)]
-        if decided[0].refusal:
-            raise _Refused(path, meta)
-        try:
-            trainer.check_state(arrays)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
-
-    try:
-        found = checkpoint.newest_good(rd.checkpoints, skipped.append, accept)
-    except _Refused as stop:
-        found = (stop.path, None, stop.meta)
-    if found is None:
+    point = find_resume(trainer, rd, config, skipped.append, allow_config_change=True)
+    if point is None:
         return {"action": "refuse", "skipped": skipped, "in_use": busy,
                 "detail": f"{rd.checkpoints}: checkpoints exist but none is usable; "
                           "`gdtrain verify` tells why, --restart starts over"}
-    path, _, meta = found
-    step = int(meta["step"])
-    decision = decided[0]
+    path, meta, step, decision = point.path, point.meta, point.step, point.decision
     out = {"checkpoint": str(path), "step": step, "skipped": skipped, "in_use": busy,
            "changes": [{"key": k, "was": a, "now": b} for k, a, b in decision.changes]}
     if decision.refusal:

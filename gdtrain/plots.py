@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import write_output
+from .commands.out_file import write_output
 from .errors import ConfigError, DataError, MissingExtra
-from .rundir import RunDir
-from .runs_table import finite_number, headline_metric
+from .run.rundir import RunDir
+from .run.runs_table import finite_number, headline_metric
 
 DPI = 100
 CURVES_SIZE = (13.5, 4.0)  # inches: loss, evaluation, learning rate side by side
@@ -219,7 +219,7 @@ def plot_sweep(directory: str | Path, out: str | Path) -> Path:
 def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema") -> Path:
     """For two-feature datasets: the model's 0.5 contour over the training points."""
     from .core.evaluate import class_labels, evaluate, headline, outputs
-    from .inspect_run import load_trainer
+    from .run.inspect_run import load_trainer
 
     check_output(out)
     runs = [Path(r) for r in runs]
@@ -287,7 +287,7 @@ def plot_confusion(runs: list[str | Path], out: str | Path, split: str = "test",
                    weights: str = "ema") -> Path:
     """The confusion matrix of each run as a heat map (colour: share of the true class)."""
     from .core.evaluate import evaluate
-    from .inspect_run import load_trainer
+    from .run.inspect_run import load_trainer
 
     check_output(out)
     runs = [Path(r) for r in runs]

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import checkpoint
-from .checkpoint import read_npz
+from .commands.out_file import write_output
 from .core.dataset import Split
 from .errors import CheckpointError, ConfigError, DataError
+from .run.npz import read_npz
 
 # ---------------------------------------------------------------- reading inputs
 
@@ -177,7 +177,7 @@ def predict(target: str | Path, input_path: str | Path, weights: str = "ema",
     """Predictions of a run (or checkpoint) for the inputs in a file; `which`: latest
     (default), best or a step of the run."""
     from .core.evaluate import outputs
-    from .inspect_run import load_trainer
+    from .run.inspect_run import load_trainer
 
     trainer, path, meta = load_trainer(target, which=which)
     used = trainer.weights_used(weights)
@@ -225,7 +225,7 @@ def write_predictions(result: dict, out: str | Path | None) -> str | None:
     columns.append(matrix)
     if out is not None and Path(out).suffix.lower() == ".npz":
         arrays = {k: result[k] for k in PREDICTION_ARRAYS if k in result}
-        checkpoint.write_output(Path(out), lambda f: np.savez(f, **arrays))
+        write_output(Path(out), lambda f: np.savez(f, **arrays))
         return None
     if out is not None and Path(out).suffix.lower() != ".csv":
         raise ConfigError(f"--out {out}: expected a .csv or .npz file name")
@@ -239,7 +239,7 @@ def write_predictions(result: dict, out: str | Path | None) -> str | None:
         writer.writerow([str(int(v)) for v in row[:ints]] + [f"{v:.{digits}g}" for v in row[ints:]])
     if out is None:
         return buf.getvalue()
-    checkpoint.write_output(Path(out), lambda f: f.write(buf.getvalue().encode()))
+    write_output(Path(out), lambda f: f.write(buf.getvalue().encode()))
     return None
 
 
@@ -252,7 +252,7 @@ def export(target: str | Path, out: str | Path, weights: str = "ema", which: str
     The file is what `model.init: {from: FILE}` reads: exactly the model's parameter
     names and shapes, in the run's dtype. EMA weights by default, as `eval` uses.
     """
-    from .inspect_run import load_trainer
+    from .run.inspect_run import load_trainer
 
     out = Path(out)
     if out.suffix.lower() != ".npz":
@@ -261,7 +261,7 @@ def export(target: str | Path, out: str | Path, weights: str = "ema", which: str
     used = trainer.weights_used(weights)
     params = trainer.eval_params(used)
     arrays = {k: np.ascontiguousarray(params[k]) for k in trainer.model.names}
-    checkpoint.write_output(out, lambda f: np.savez(f, **arrays))
+    write_output(out, lambda f: np.savez(f, **arrays))
     return {"file": str(out), "checkpoint": str(path), "step": int(meta["step"]), "weights": used,
             "arrays": {k: list(v.shape) for k, v in arrays.items()}, "dtype": str(trainer.dtype)}
 

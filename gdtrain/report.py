@@ -11,7 +11,7 @@ from rich.table import Table
 
 from . import terminal
 from .core import compute
-from .runner import Reporter
+from .run.hooks import Reporter
 from .views import fmt_number as _fmt
 
 

@@ -50,10 +50,10 @@ def write_config(tmp_path):
 @pytest.fixture
 def make_trainer(write_config):
     """make_trainer(changes=None, base=SMALL) -> Trainer built from the resolved config."""
-    from gdtrain.checkpoint import read_npz
     from gdtrain.config.loading import load
     from gdtrain.core.train import Trainer
     from gdtrain.data import load_dataset
+    from gdtrain.run.npz import read_npz
 
     def make(changes: dict | None = None, base: dict | None = None):
         config = load(write_config(changes, base, name="trainer.yaml"))

@@ -30,7 +30,7 @@ from gdtrain.core.train import Trainer
 from gdtrain.errors import ConfigError
 from gdtrain.gradcheck import gradcheck
 from gdtrain.plan import make_plan
-from gdtrain.rundir import RunDir
+from gdtrain.run.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 F64 = {"run": {"dtype": "float64"}}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from gdtrain import checkpoint
-from gdtrain.inspect_run import load_trainer
+from gdtrain.run import checkpoint
+from gdtrain.run.inspect_run import load_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from resume_helpers import Recorder, assert_same_state, checkpoint_arrays, cut_back, make_config, run
 
-from gdtrain import checkpoint
 from gdtrain.core import compute
 from gdtrain.core.train import Trainer
-from gdtrain.runner import Reporter
+from gdtrain.run import checkpoint, npz
+from gdtrain.run.hooks import Reporter
 
 needs_blas = pytest.mark.skipif(not compute.describe().get("blas"),
                                 reason="threadpoolctl sees no BLAS in this numpy")
@@ -114,7 +114,7 @@ def test_reporter_base_accepts_the_compute_info():
 
 @needs_blas
 def test_evaluating_a_checkpoint_uses_the_runs_thread_count(tmp_path, monkeypatch):
-    from gdtrain import inspect_run
+    from gdtrain.run import inspect_run
 
     summary = run(with_threads(make_config(tmp_path, "one", {"train": {"steps": 3}}), 1))
     seen = []
@@ -134,7 +134,7 @@ def test_a_forged_machinery_record_never_breaks_a_resume(tmp_path, forged):
     config = make_config(tmp_path, "ref", {"train": {"steps": 4}})
     summary = run(config)
     path = Path(summary["checkpoint"])
-    data = checkpoint.read_npz(path)
+    data = npz.read_npz(path)
     meta = json.loads(data.pop(checkpoint.META_KEY).tobytes())
     meta["compute"] = forged
     np.savez(path, **data, **{checkpoint.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})

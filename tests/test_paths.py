@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from gdtrain.cli import app
 from gdtrain.config.drift import classify_drift
 from gdtrain.config.validate import resolve
-from gdtrain.runner import RunOptions, train
+from gdtrain.run.loop import RunOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
 

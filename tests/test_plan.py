@@ -11,7 +11,7 @@ from tool_runs import classifier, config, run, run_dir, write_yaml
 from gdtrain.config.validate import resolve
 from gdtrain.core.schedules import build_schedule
 from gdtrain.plan import make_plan
-from gdtrain.rundir import RunDir
+from gdtrain.run.rundir import RunDir
 
 SCHEDULES = {
     "constant": None,
@@ -141,13 +141,13 @@ def test_a_damaged_newest_checkpoint_is_skipped_as_the_run_would(tmp_path):
 def test_a_checkpoint_whose_config_fails_its_hash_is_skipped_as_the_run_would(tmp_path):
     """plan and run share checkpoint.saved_config: a stored config edited after the save
     is damage, so both fall back to the older checkpoint."""
-    from gdtrain import checkpoint
-    from gdtrain.runner import train
+    from gdtrain.run import checkpoint, npz
+    from gdtrain.run.loop import train
 
     raw = classifier(tmp_path, train={"steps": 20, "checkpoint_every": 10})
     run(raw)
     newest = run_dir(raw) / "checkpoints" / "ckpt-00000020.npz"
-    data = checkpoint.read_npz(newest)
+    data = npz.read_npz(newest)
     meta = json.loads(data.pop(checkpoint.META_KEY).tobytes())
     meta["config"]["optimizer"]["learning_rate"] = 9.0  # the hash beside it is unchanged
     np.savez(newest, **data, **{checkpoint.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})

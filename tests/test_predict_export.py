@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from tool_runs import classifier, config, run, run_dir, write_yaml
 
-from gdtrain.checkpoint import read_npz
 from gdtrain.config.validate import resolve
 from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
-from gdtrain.inspect_run import load_trainer
+from gdtrain.run.inspect_run import load_trainer
+from gdtrain.run.npz import read_npz
 
 
 def _softmax(z):

@@ -18,7 +18,7 @@ from resume_helpers import (
     write_yaml,
 )
 
-from gdtrain import checkpoint
+from gdtrain.run import checkpoint
 
 STEPS = 30
 

@@ -24,7 +24,7 @@ from gdtrain import api
 from gdtrain.config.validate import resolve
 from gdtrain.config.yaml_file import dump_yaml
 from gdtrain.errors import ConfigError
-from gdtrain.runner import RunOptions, train
+from gdtrain.run.loop import RunOptions, train
 from gdtrain.sweep import spec as spec_mod
 from gdtrain.sweep.halving import survivors
 from gdtrain.sweep.spec import load_sweep
@@ -314,7 +314,7 @@ def test_a_trial_that_fails_is_recorded_with_its_message(tmp_path, cli):
 
 
 def test_a_trial_locked_by_another_process_is_running_elsewhere_and_waited_for(tmp_path, cli):
-    from gdtrain.rundir import RunDir
+    from gdtrain.run.rundir import RunDir
 
     path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.1, 0.2]}}})
     held = RunDir(tmp_path / "runs" / "sw" / "learning_rate-0.1_seed-0")

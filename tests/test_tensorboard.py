@@ -10,7 +10,7 @@ import pytest
 from tool_runs import SignalAt, classifier, run, run_dir, write_yaml
 
 from gdtrain.errors import Interrupted
-from gdtrain.rundir import RunDir
+from gdtrain.run.rundir import RunDir
 
 
 def _crc32c_table() -> list[int]:
@@ -124,7 +124,7 @@ def test_a_resumed_run_purges_the_steps_it_redoes(tmp_path):
     assert scalars(tb) == _expected(RunDir(run_dir(raw)).read_metrics())
     # --restart begins again at 0: the old event files go, as the old metrics log does
     from gdtrain.config.validate import resolve
-    from gdtrain.runner import RunOptions, train
+    from gdtrain.run.loop import RunOptions, train
 
     train(resolve(raw), None, RunOptions(restart=True))
     assert len(list(tb.glob("events.out.tfevents.*"))) == 1

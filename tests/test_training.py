@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdtrain import checkpoint
 from gdtrain.config.loading import load
 from gdtrain.core.batching import BatchStream
 from gdtrain.core.dataset import Split
@@ -15,7 +14,8 @@ from gdtrain.core.losses import LOSSES
 from gdtrain.core.models import MODELS
 from gdtrain.core.optimizers import OPTIMIZERS
 from gdtrain.errors import ConfigError, DivergedError
-from gdtrain.runner import RunOptions, train
+from gdtrain.run import checkpoint
+from gdtrain.run.loop import RunOptions, train
 
 F64 = {"run": {"dtype": "float64"}}
 MLP = {"model": {"name": "mlp", "hidden": 3, "activation": "tanh"}}

@@ -16,7 +16,8 @@ import numpy as np
 import yaml
 
 from gdtrain.config.validate import resolve
-from gdtrain.runner import Reporter, RunOptions, train
+from gdtrain.run.hooks import Reporter
+from gdtrain.run.loop import RunOptions, train
 
 # A small generator-backed config: fast, real-valued targets, every section plain.
 SMALL = {

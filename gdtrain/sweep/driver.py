@@ -61,7 +61,7 @@ class _Stop:
 def on_disk(trial: Trial, budget: int | None) -> dict | None:
     """The trial's result at `budget` (None: at its end) if its run directory has it."""
     from ..config.yaml_file import dump_yaml
-    from ..rundir import RunDir
+    from ..run.rundir import RunDir
 
     rd = RunDir(trial.run_dir)
     try:

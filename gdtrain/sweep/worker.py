@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 
-from ..runner import Reporter
+from ..run.hooks import Reporter
 
 # A SIGINT/SIGTERM that arrived while no run had its handlers installed (between trials,
 # or while a trial loads its data): the trial then stops before its first step, or at it.
@@ -82,7 +82,7 @@ def _dataset(config: dict):
 
 def _status_step(config: dict) -> tuple[int | None, int | None]:
     from ..config.paths import run_dir
-    from ..rundir import RunDir
+    from ..run.rundir import RunDir
 
     status = RunDir(run_dir(config)).read_status()
     return status.get("step"), status.get("total_steps")

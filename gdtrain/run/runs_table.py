@@ -16,8 +16,8 @@ import os
 import time
 from pathlib import Path
 
+from ..errors import RunDirError
 from . import checkpoint
-from .errors import RunDirError
 from .rundir import RunDir
 
 STATUSES = ("running", "finished", "stopped", "interrupted", "diverged", "failed")

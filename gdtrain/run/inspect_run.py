@@ -7,15 +7,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..config.identity import canonical, config_hash
+from ..config.validate import resolve
+from ..core import compute
+from ..core.evaluate import evaluate
+from ..core.train import Trainer
+from ..data import load_dataset
+from ..errors import CheckpointError, ConfigError
 from . import checkpoint
-from .checkpoint import read_npz
-from .config.identity import canonical, config_hash
-from .config.validate import resolve
-from .core import compute
-from .core.evaluate import evaluate
-from .core.train import Trainer
-from .data import load_dataset
-from .errors import CheckpointError, ConfigError
+from .npz import read_npz
 from .rundir import RunDir
 
 

@@ -19,9 +19,9 @@ import time
 import weakref
 from pathlib import Path
 
-from .config.paths import run_dir
-from .errors import MissingExtra, RunDirError
-from .runner import Reporter
+from ..config.paths import run_dir
+from ..errors import MissingExtra, RunDirError
+from .hooks import Reporter
 
 INSTALL_HINT = ("train.tensorboard needs tensorboardX, an optional extra: "
                 "pip install 'gdtrain[tensorboard]' (or pip install tensorboardX)")

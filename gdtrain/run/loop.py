@@ -1,53 +1,34 @@
-"""Driving a run: resume or start, the loop's schedule of logs, evaluations and
-checkpoints, signals, and the smoke check. Reports through a `Reporter`; never prints.
+"""The loop of a run: start or resume, then the schedule of steps, logs, evaluations,
+checkpoints, early stopping and signals. Reports through a `Reporter` (hooks.py); never
+prints. The resume decision is resume.py's, the signal flag signals.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import shutil
 import signal
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config.identity import config_hash
+from ..config.paths import run_dir
+from ..config.yaml_file import dump_yaml
+from ..core import compute, early_stopping
+from ..core.dataset import Dataset
+from ..core.evaluate import evaluate
+from ..core.train import Trainer
+from ..data import load_dataset
+from ..errors import DivergedError, GdtrainError, Interrupted, RunDirError
 from . import checkpoint
-from .checkpoint import read_npz
-from .config.drift import GUARDED_ON_RESUME, classify_drift
-from .config.identity import config_hash
-from .config.paths import run_dir
-from .config.yaml_file import dump_yaml
-from .core import compute, early_stopping
-from .core.dataset import Dataset, head
-from .core.evaluate import evaluate, headline
-from .core.train import StepResult, Trainer
-from .data import load_dataset
-from .errors import (
-    CheckFailed,
-    CheckpointError,
-    ConfigError,
-    DivergedError,
-    GdtrainError,
-    Interrupted,
-    RunDirError,
-)
+from .atomic import describe_os_error
+from .hooks import Reporter
+from .npz import read_npz
+from .resume import resume
 from .rundir import RunDir
-
-
-class Reporter:
-    """What the loop tells the outside world; the CLI subclasses it to print."""
-
-    def start(self, info: dict) -> None: ...
-    def step(self, result: StepResult) -> None: ...
-    def log(self, record: dict) -> None: ...
-    def evaluation(self, record: dict) -> None: ...
-    def message(self, text: str) -> None: ...
-    def warning(self, text: str) -> None: ...
-    def end(self, summary: dict) -> None: ...
+from .signals import Signals
+from .tensorboard import attach
 
 
 @dataclass
@@ -60,28 +41,6 @@ class RunOptions:
     # train.steps; a run already at or past stop_at trains nothing and is evaluated.
     stop_at: int | None = None
     stopped_by: str = "stop_at"
-
-
-@dataclass
-class _Signals:
-    """SIGINT/SIGTERM only raise a flag: the step in progress finishes, then we save."""
-
-    received: int | None = None
-    previous: dict = field(default_factory=dict)
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        # a second signal while saving changes nothing: the flag is already up
-        if self.received is None:
-            self.received = signum
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous.clear()
 
 
 def _checkpoint_meta(trainer: Trainer, config: dict, elapsed: float, machinery: dict) -> dict:
@@ -105,113 +64,6 @@ def _evaluate(trainer: Trainer, split_name: str, weights: str = "ema") -> dict:
     return result
 
 
-def _show(value) -> str:
-    return "(unset)" if value is None else repr(value)
-
-
-def _changes(changes: list) -> str:
-    return ", ".join(f"{key}: {_show(old)} -> {_show(new)}" for key, old, new in changes)
-
-
-# what a user can do instead of resuming: part of every resume refusal
-ALTERNATIVES = ("--restart to train it again from step 0 (deleting its checkpoints), "
-                "or --set run.name=NEW for a separate run")
-
-
-@dataclass
-class ResumeDecision:
-    """Whether a run saved at `step` may resume with a config: `run` acts on it, `plan`
-    reports it. `changes` are (key, saved value, new value), the refused ones included."""
-
-    refusal: str | None  # it may not resume: why, and what to do instead
-    needs_flag: str | None  # only with --allow-config-change: why
-    guarded: list
-    changes: list
-
-
-def resume_decision(saved: dict, config: dict, step: int, total: int, where: Path) -> ResumeDecision:
-    """Resuming `where` at `step` (its checkpoint's config `saved`) with `config`, `total` steps
-    long: refused for a change to what defines the run or a length below `step`; guarded for
-    a new update rule. The refusals say what to do instead."""
-    refused, guarded, allowed = classify_drift(saved, config)
-    refusal = needs_flag = None
-    if refused:
-        refusal = (f"cannot resume {where} with a different model, data, loss, seed, dtype, batch or "
-                   f"trainable list: {_changes(refused)}; use {ALTERNATIVES}")
-    elif step > total:
-        # accepting it would record a length the run is already past (runs: 1000/50)
-        train = config["train"]
-        key = "steps" if train.get("steps") is not None else "epochs"
-        asked = f"{train[key]}" + ("" if key == "steps" else f" ({total} steps)")
-        refusal = (f"train.{key}: {asked} is below step {step}, which {where} has already reached; "
-                   f"a run cannot be shortened: use {ALTERNATIVES}")
-    elif guarded:
-        length = any(k in ("train.steps", "train.epochs") for k, _, _ in guarded)
-        why = "; the schedule spans the whole run: a new length changes its learning rates" if length else ""
-        needs_flag = (f"resuming {where} with a change to the {', '.join(GUARDED_ON_RESUME[:-1])} or "
-                      f"{GUARDED_ON_RESUME[-1]} section needs --allow-config-change: "
-                      f"{_changes(guarded)}{why}; or use {ALTERNATIVES}")
-    return ResumeDecision(refusal, needs_flag, guarded, refused + guarded + allowed)
-
-
-def _check_resume(saved: dict, config: dict, step: int, total: int, where: Path, allow: bool) -> list[str]:
-    """Refuse or permit resuming at `step`; return notes on the permitted config changes."""
-    decision = resume_decision(saved, config, step, total, where)
-    if decision.refusal:
-        raise ConfigError(decision.refusal)
-    if decision.needs_flag and not allow:
-        raise ConfigError(decision.needs_flag)
-    return [f"config change on resume: {_changes([c])}" for c in decision.changes]
-
-
-def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
-            reporter: Reporter, machinery: dict) -> tuple[int, float, dict]:
-    """Load the newest good checkpoint into `trainer`; return (step, elapsed, its metadata).
-
-    Damaged checkpoints are skipped with a warning naming each; the first one that
-    verifies decides (`resume_decision`). Nothing on disk is changed here, so a refused
-    resume leaves the run exactly as it was.
-    """
-    notes: list[str] = []
-
-    def accept(path: Path, arrays: dict, meta: dict) -> None:
-        saved = checkpoint.saved_config(path, meta)
-        notes[:] = _check_resume(saved, config, int(meta["step"]), trainer.total_steps, rd.path,
-                                 opts.allow_config_change)
-        try:
-            trainer.check_state(arrays)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
-
-    found = checkpoint.newest_good(rd.checkpoints, reporter.warning, accept)
-    if found is None:
-        raise CheckpointError(
-            f"{rd.checkpoints}: no usable checkpoint (every one is damaged, see the warnings); "
-            f"nothing was changed. `gdtrain verify {rd.path}` lists them; --restart starts over"
-        )
-    path, arrays, meta = found
-    for note in notes:
-        reporter.message(note)
-    step = int(meta["step"])
-    trainer.load_state(arrays, step)  # checked in accept: cannot fail
-    position = trainer.stream.position(step)
-    if meta.get("data_position") not in (None, position):
-        reporter.warning(
-            f"{path.name} was saved at data position {meta['data_position']}, but step {step} of this "
-            f"training set ({len(trainer.dataset.train)} examples) is at {position}: the data changed "
-            "on disk, so this run will not match an uninterrupted one"
-        )
-    changed = compute.differences(meta.get("compute"), machinery)
-    if changed:
-        reporter.warning(
-            f"{path.name} was computed with other numerical machinery ({'; '.join(changed)}): "
-            "results may differ from an uninterrupted run in the last bits; set run.threads "
-            "and the same BLAS kernel on both machines for a bit-exact resume"
-        )
-    reporter.message(f"resuming {rd.path} from step {step} ({path.name})")
-    return step, float(meta.get("elapsed", 0.0)), meta
-
-
 def _stop_text(tracker: early_stopping.Tracker, split: str) -> str:
     """Why a run stopped early: the metric, its best and when, the patience."""
     return (f"{split} {tracker.metric} has not improved on its best by more than {tracker.min_delta:g} "
@@ -233,7 +85,7 @@ def _point_best(rd: RunDir, step: int) -> None:
             checkpoint.write_pointer(rd.checkpoints, checkpoint.BEST, name)
         except OSError as exc:
             raise RunDirError(f"could not write {rd.checkpoints / checkpoint.BEST}: "
-                              f"{checkpoint.describe_os_error(exc)}") from None
+                              f"{describe_os_error(exc)}") from None
 
 
 def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | None = None,
@@ -250,7 +102,7 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     rd = RunDir(run_dir(config))
     rd.ensure_writable()
     rd.lock()
-    signals = _Signals()
+    signals = Signals()
     started = False  # whether status.json is ours to update on failure
     scoped = contextlib.ExitStack()  # BLAS threads; NumPy's error state in the loop
     try:
@@ -261,8 +113,6 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
             dataset = load_dataset(config["data"], config["run"]["dtype"])
         load_seconds = time.perf_counter() - t_load
         trainer = Trainer(config, dataset, read_arrays=read_npz)
-        from .tensorboard import attach  # here: tensorboard.py imports Reporter from this module
-
         reporter = attach(reporter, config)  # train.tensorboard: scalars to <run dir>/tb too
 
         # early stopping and keep_best judge evaluations; their state is in every checkpoint
@@ -271,7 +121,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
         if opts.restart:
             rd.clear()
         elif checkpoint.list_checkpoints(rd.checkpoints):
-            start_step, elapsed_before, meta = _resume(trainer, rd, config, opts, reporter, machinery)
+            start_step, elapsed_before, meta = resume(trainer, rd, config, opts.allow_config_change,
+                                                     reporter, machinery)
             rd.truncate_metrics(start_step)
             if tracker is not None:
                 where = rd.checkpoints / checkpoint.checkpoint_name(start_step)
@@ -437,64 +288,3 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
 def _brief(result: dict) -> dict:
     keys = ("split", "weights", "loss", "accuracy", "mse", "examples")
     return {k: result[k] for k in keys if k in result}
-
-
-# ---------------------------------------------------------------- smoke check
-
-SMOKE_STEPS = 12
-SMOKE_RESUME_AT = 5
-
-
-def smoke(config: dict, reporter: Reporter | None = None) -> str:
-    """Train a few steps on a slice, save, resume, evaluate; CheckFailed on any problem.
-
-    Returns the one-line summary. Runs in a temporary directory; nothing of the real
-    run directory is touched.
-    """
-    reporter = reporter or Reporter()
-    t0 = time.perf_counter()
-    full = load_dataset(config["data"], config["run"]["dtype"])
-    rows = max(512, 4 * config["train"]["batch_size"])
-    dataset = head(full, rows, 256)
-    with tempfile.TemporaryDirectory(prefix="gdtrain-smoke-") as tmp:
-        cfg = copy.deepcopy(config)
-        cfg["run"]["dir"] = tmp
-        cfg["train"].update(steps=SMOKE_STEPS, epochs=None, log_every=0, eval_every=0,
-                            checkpoint_every=SMOKE_RESUME_AT, keep_checkpoints=SMOKE_STEPS,
-                            early_stopping=None, keep_best=False, best_metric=None)
-        quiet = RunOptions(handle_signals=False)
-        cfg["run"]["name"] = "straight"
-        straight = train(cfg, Reporter(), quiet, dataset)
-        # resume: a copy of the straight run cut back to its step-SMOKE_RESUME_AT checkpoint
-        cut = Path(tmp) / "resumed"
-        shutil.copytree(Path(tmp) / "straight", cut)
-        for p in checkpoint.list_checkpoints(cut / "checkpoints"):
-            if checkpoint.step_of(p) != SMOKE_RESUME_AT:
-                p.unlink()
-        (cut / "checkpoints" / checkpoint.POINTER).write_text(
-            checkpoint.checkpoint_name(SMOKE_RESUME_AT) + "\n")
-        cfg["run"]["name"] = "resumed"
-        resumed = train(cfg, Reporter(), quiet, dataset)
-
-        problems = []
-        if resumed["resumed_from"] != SMOKE_RESUME_AT:
-            problems.append(f"resume started at step {resumed['resumed_from']}, not {SMOKE_RESUME_AT}")
-        a = straight["trainer"].state_arrays()
-        b = resumed["trainer"].state_arrays()
-        differ = [k for k in a if not np.array_equal(a[k], b[k])]
-        if differ:
-            problems.append(f"resumed run differs from the uninterrupted one in {', '.join(differ)}")
-        loss = straight["final_loss"]
-        if loss is None or not np.isfinite(loss):
-            problems.append(f"final training loss is {loss}")
-        ev = straight["eval"]
-        if not np.isfinite(ev["loss"]):
-            problems.append(f"evaluation loss is {ev['loss']}")
-        seconds = time.perf_counter() - t0
-        name, value = headline(ev)
-        figure = f"{name} {value:.4f}" if name == "accuracy" else f"{name} {value:.4g}"
-        if problems:
-            raise CheckFailed("smoke check failed: " + "; ".join(problems))
-        return (f"smoke ok: {SMOKE_STEPS} steps on {len(dataset.train)} examples, loss {loss:.4g}, "
-                f"{figure} on {ev['examples']} {ev['split']} examples, resume from step "
-                f"{SMOKE_RESUME_AT} bit-identical, {seconds:.1f}s")

@@ -18,9 +18,9 @@ import os
 import time
 from pathlib import Path
 
+from ..errors import RunDirBusy, RunDirError
 from . import checkpoint
-from .checkpoint import describe_os_error
-from .errors import RunDirBusy, RunDirError
+from .atomic import TMP_PREFIX, clean_temporaries, describe_os_error, write_atomic
 
 LOCK_ATTEMPTS = 10  # a lock file removed under us this often is being deleted on purpose
 
@@ -51,7 +51,7 @@ def _is_file_of(fd: int, path: Path) -> bool:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    checkpoint.write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class RunDir:
@@ -76,7 +76,7 @@ class RunDir:
         here are recorded in `created`, for `discard`.
         """
         for directory in (self.path, self.checkpoints):
-            probe = directory / f"{checkpoint.TMP_PREFIX}probe.{os.getpid()}"
+            probe = directory / f"{TMP_PREFIX}probe.{os.getpid()}"
             try:
                 self._make(directory)
                 with open(probe, "wb") as f:
@@ -219,7 +219,7 @@ class RunDir:
 
     def clean_temporaries(self) -> list[Path]:
         """Remove temporary files left by a killed save or rewrite; return what was removed."""
-        return checkpoint.clean_temporaries(self.checkpoints) + checkpoint.clean_temporaries(self.path)
+        return clean_temporaries(self.checkpoints) + clean_temporaries(self.path)
 
     # ------------------------------------------------------------ records
 
