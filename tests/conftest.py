@@ -9,7 +9,7 @@ import yaml
 from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
-from gdtrain.cli import app
+from gdtrain.commands.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,7 @@ import yaml
 from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
-from gdtrain.cli import app
+from gdtrain.commands.cli import app
 from gdtrain.run import checkpoint, npz
 
 REPO = Path(__file__).resolve().parents[1]

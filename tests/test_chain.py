@@ -22,14 +22,14 @@ from resume_helpers import Recorder, assert_same_state, checkpoint_arrays, cut_b
 from resume_helpers import run as run_resolved
 from tool_runs import config, run, run_dir, values_npz, write_yaml
 
+from gdtrain.commands.gradcheck import gradcheck
+from gdtrain.commands.plan import make_plan
 from gdtrain.config.overrides import apply_overrides
 from gdtrain.config.validate import resolve
 from gdtrain.core.clipping import CLIPS
 from gdtrain.core.penalties import PENALTIES
 from gdtrain.core.train import Trainer
 from gdtrain.errors import ConfigError
-from gdtrain.gradcheck import gradcheck
-from gdtrain.plan import make_plan
 from gdtrain.run.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]

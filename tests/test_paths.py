@@ -15,7 +15,7 @@ import yaml
 from tool_runs import SMALL, merged, values_npz
 from typer.testing import CliRunner
 
-from gdtrain.cli import app
+from gdtrain.commands.cli import app
 from gdtrain.config.drift import classify_drift
 from gdtrain.config.validate import resolve
 from gdtrain.run.loop import RunOptions, train

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from tool_runs import classifier, config, run, run_dir, write_yaml
 
+from gdtrain.commands.plan import make_plan
 from gdtrain.config.validate import resolve
 from gdtrain.core.schedules import build_schedule
-from gdtrain.plan import make_plan
 from gdtrain.run.rundir import RunDir
 
 SCHEDULES = {

@@ -283,7 +283,7 @@ def test_a_finished_sweep_run_again_trains_nothing(small_sweep, cli):
 
 def test_plot_of_a_sweep_draws_its_groups(small_sweep, tmp_path, cli):
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
-    from gdtrain.plots import plot_sweep
+    from gdtrain.commands.plots import plot_sweep
 
     _, directory, _, _ = small_sweep
     code, out, err = cli("plot", directory, "--out", tmp_path / "sweep.png")

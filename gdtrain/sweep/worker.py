@@ -92,7 +92,7 @@ def run_trial(task: dict, progress=None) -> dict:
     """Train one trial to its end or to task["stop_at"]; the result, never an exception.
 
     `progress(step)` is called after each step (in-process runs only)."""
-    from .. import api
+    from ..run.loop import RunOptions, train
     from ..errors import DivergedError, GdtrainError, Interrupted, RunDirBusy
 
     t0 = time.perf_counter()
@@ -103,8 +103,11 @@ def run_trial(task: dict, progress=None) -> dict:
     try:
         if _pending["signum"] is not None:
             raise Interrupted("interrupted before it started", _pending["signum"])
-        summary = api.train(config, stop_at=task.get("stop_at"), stopped_by=task.get("stopped_by", "sweep"),
-                            reporter=reporter, dataset=_dataset(config))
+        # the run layer itself, not api.train: the sweep sits below the Python API, which
+        # imports it; signal handlers only where Python can install them (the main thread)
+        opts = RunOptions(handle_signals=threading.current_thread() is threading.main_thread(),
+                          stop_at=task.get("stop_at"), stopped_by=task.get("stopped_by", "sweep"))
+        summary = train(config, reporter, opts, _dataset(config))
         keys = ("split", "weights", "loss", "accuracy", "mse", "examples")
         out.update(status=summary["status"], step=summary["steps"], total_steps=summary["total_steps"],
                    eval={k: summary["eval"][k] for k in keys if k in summary["eval"]})

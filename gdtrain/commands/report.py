@@ -9,9 +9,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..core import compute
+from ..run.hooks import Reporter
 from . import terminal
-from .core import compute
-from .run.hooks import Reporter
 from .views import fmt_number as _fmt
 
 

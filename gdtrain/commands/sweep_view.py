@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..views import STATUS_STYLE, fmt_number
-from .results import TrialState, resolve_metric, value
-from .trials import labels, render_value
+from ..sweep.results import TrialState, resolve_metric, value
+from ..sweep.trials import labels, render_value
+from .views import STATUS_STYLE, fmt_number
 
 STYLE = {**STATUS_STYLE, "pending": "dim", "elsewhere": "magenta"}
 LIVE_ROWS = 24  # a longer sweep shows its running trials and a count of the others

@@ -23,10 +23,10 @@ import dataclasses
 
 import numpy as np
 
-from .core.dataset import Split
-from .core.train import Trainer
-from .data import load_dataset
-from .run.npz import read_npz
+from ..core.dataset import Split
+from ..core.train import Trainer
+from ..data import load_dataset
+from ..run.npz import read_npz
 
 TOLERANCE = 1e-6
 STEP = 1e-6  # h, relative to max(1, |value|): float64 central differences are best near 1e-5..1e-6

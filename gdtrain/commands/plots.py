@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .commands.out_file import write_output
-from .errors import ConfigError, DataError, MissingExtra
-from .run.rundir import RunDir
-from .run.runs_table import finite_number, headline_metric
+from ..errors import ConfigError, DataError, MissingExtra
+from ..run.rundir import RunDir
+from ..run.runs_table import finite_number, headline_metric
+from .out_file import write_output
 
 DPI = 100
 CURVES_SIZE = (13.5, 4.0)  # inches: loss, evaluation, learning rate side by side
@@ -157,8 +157,8 @@ def _band(curves: list[tuple[list[int], list[float]]]):
 def plot_sweep(directory: str | Path, out: str | Path) -> Path:
     """The groups of a sweep (trials that differ only in their seed): the mean curve over
     the seeds, with a band from the lowest to the highest seed, in sweep.json's order."""
-    from .sweep.results import read as read_sweep
-    from .sweep.trials import labels, render_value
+    from ..sweep.results import read as read_sweep
+    from ..sweep.trials import labels, render_value
 
     check_output(out)
     directory = Path(directory)
@@ -218,8 +218,8 @@ def plot_sweep(directory: str | Path, out: str | Path) -> Path:
 
 def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema") -> Path:
     """For two-feature datasets: the model's 0.5 contour over the training points."""
-    from .core.evaluate import class_labels, evaluate, headline, outputs
-    from .run.inspect_run import load_trainer
+    from ..core.evaluate import class_labels, evaluate, headline, outputs
+    from ..run.inspect_run import load_trainer
 
     check_output(out)
     runs = [Path(r) for r in runs]
@@ -286,8 +286,8 @@ def plot_boundary(runs: list[str | Path], out: str | Path, weights: str = "ema")
 def plot_confusion(runs: list[str | Path], out: str | Path, split: str = "test",
                    weights: str = "ema") -> Path:
     """The confusion matrix of each run as a heat map (colour: share of the true class)."""
-    from .core.evaluate import evaluate
-    from .run.inspect_run import load_trainer
+    from ..core.evaluate import evaluate
+    from ..run.inspect_run import load_trainer
 
     check_output(out)
     runs = [Path(r) for r in runs]

@@ -44,7 +44,7 @@ def _steps(steps: list[int], head: int = 4) -> str:
 
 
 def render_runs(console: Console, rows: list[dict]) -> None:
-    from .run.runs_table import format_duration, format_time
+    from ..run.runs_table import format_duration, format_time
 
     table = Table(show_edge=False, header_style="bold")
     for name, justify in (("run", "left"), ("status", "left"), ("step", "right"), ("last loss", "right"),
@@ -169,7 +169,7 @@ def _sci(value) -> str:
 
 
 def render_components(console: Console, data: dict, kinds: list[str]) -> None:
-    from .config.components import plain_value, plural
+    from ..config.components import plain_value, plural
 
     for kind in kinds:
         console.print(f"[bold underline]{plural(kind)}[/]")

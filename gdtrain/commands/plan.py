@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 
-from .config.paths import run_dir
-from .core import early_stopping
-from .core.train import Trainer
-from .data import load_dataset
-from .errors import CheckpointError
-from .run import checkpoint
-from .run.npz import read_npz
-from .run.resume import ALTERNATIVES, find_resume
-from .run.rundir import RunDir
+from ..config.paths import run_dir
+from ..core import early_stopping
+from ..core.train import Trainer
+from ..data import load_dataset
+from ..errors import CheckpointError
+from ..run import checkpoint
+from ..run.npz import read_npz
+from ..run.resume import ALTERNATIVES, find_resume
+from ..run.rundir import RunDir
 
 SCAN_LIMIT = 5_000_000  # steps whose learning rate is computed one by one
 RAMP = 3  # this many consecutive changing steps or more form a ramp, not boundaries

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import DTypeLike
 
-from .commands.out_file import write_output
-from .core.dataset import Split
-from .errors import CheckpointError, ConfigError, DataError
-from .run.npz import read_npz
+from ..core.dataset import Split
+from ..errors import CheckpointError, ConfigError, DataError
+from ..run.npz import read_npz
+from .out_file import write_output
 
 # ---------------------------------------------------------------- reading inputs
 
@@ -60,7 +60,7 @@ def read_inputs(path: str | Path, input_dim: int, dtype: DTypeLike = np.float64,
         codes = (training.scale, training.stored.dtype)
     elif idx and x.dtype == np.uint8:
         # IDX bytes are MNIST's pixel format: decoded as the mnist dataset decodes them
-        from .data.mnist import PIXEL_SCALE
+        from ..data.mnist import PIXEL_SCALE
 
         codes = (PIXEL_SCALE, np.dtype(np.uint8))
     else:
@@ -81,7 +81,7 @@ def to_training_scale(x: np.ndarray, what: str, dtype: DTypeLike,
     features' range are taken as they are; anything else is refused, saying which scale
     the model expects.
     """
-    from .core.dataset import decode
+    from ..core.dataset import decode
 
     if codes is None:
         return x.astype(np.float64).astype(dtype, copy=False)
@@ -162,7 +162,7 @@ def _csv_features(path: Path, delimiter: str) -> np.ndarray:
 
 
 def _idx_features(path: Path) -> np.ndarray:
-    from .data.idx import read_idx
+    from ..data.idx import read_idx
 
     x = read_idx(path)
     x = x.reshape(len(x), -1) if x.ndim > 1 else x
@@ -176,8 +176,8 @@ def predict(target: str | Path, input_path: str | Path, weights: str = "ema",
             which: str | int | None = None) -> dict:
     """Predictions of a run (or checkpoint) for the inputs in a file; `which`: latest
     (default), best or a step of the run."""
-    from .core.evaluate import outputs
-    from .run.inspect_run import load_trainer
+    from ..core.evaluate import outputs
+    from ..run.inspect_run import load_trainer
 
     trainer, path, meta = load_trainer(target, which=which)
     used = trainer.weights_used(weights)
@@ -252,7 +252,7 @@ def export(target: str | Path, out: str | Path, weights: str = "ema", which: str
     The file is what `model.init: {from: FILE}` reads: exactly the model's parameter
     names and shapes, in the run's dtype. EMA weights by default, as `eval` uses.
     """
-    from .run.inspect_run import load_trainer
+    from ..run.inspect_run import load_trainer
 
     out = Path(out)
     if out.suffix.lower() != ".npz":

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from . import __version__
-from .errors import ConfigError, DataError, GdtrainError
+from .. import __version__
+from ..errors import ConfigError, DataError, GdtrainError
 
 app = typer.Typer(
     name="gdtrain",
@@ -74,11 +74,11 @@ def handles_errors(command):
             return command(*args, **kwargs)
         except GdtrainError as exc:
             if isinstance(exc, ConfigError) and _loaded is not None:
-                from .config.locate import locate_later
+                from ..config.locate import locate_later
 
                 exc = locate_later(exc, *_loaded[:2])
             elif isinstance(exc, DataError) and _loaded is not None:
-                from .config.paths import explain_missing
+                from ..config.paths import explain_missing
 
                 exc = explain_missing(exc, _loaded[2])
             _fail(_escape(str(exc)), exc.exit_code)
@@ -124,7 +124,7 @@ SetOption = Annotated[
 
 def _load_config(path: Path, overrides: list[str] | None) -> dict:
     global _loaded
-    from .config.loading import load_located
+    from ..config.loading import load_located
 
     config, lines, notes = load_located(path, overrides or [])
     _loaded = (path, lines, notes)
@@ -155,12 +155,12 @@ def run(
     """Train the model a config describes; resume from its newest checkpoint if it has one."""
     cfg = _load_config(config, set_)
     if smoke:
-        from .run.smoke import smoke as smoke_check
+        from ..run.smoke import smoke as smoke_check
 
         print(smoke_check(cfg))
         return
+    from ..run.loop import RunOptions, train
     from .report import ConsoleReporter
-    from .run.loop import RunOptions, train
 
     reporter = ConsoleReporter(quiet=quiet)
     try:
@@ -168,7 +168,7 @@ def run(
     finally:
         reporter.close()
     if quiet:
-        from .core.evaluate import headline
+        from ..core.evaluate import headline
 
         name, value = headline(summary["eval"])
         stopped = " (stopped early)" if summary.get("stopped") else ""
@@ -219,7 +219,7 @@ def eval_(
     checkpoint: CheckpointOption = None,
 ):
     """Score a run's newest checkpoint (or its best, a given step, or a checkpoint file) on a split."""
-    from .run.inspect_run import evaluate_checkpoint
+    from ..run.inspect_run import evaluate_checkpoint
 
     _check_choice("--split", split, SPLITS)
     _check_choice("--weights", weights, WEIGHTS)
@@ -247,9 +247,9 @@ def eval_(
 def _watch(target: Path, split: str, weights: str, as_json: bool, timeout: float | None,
            interval: float) -> None:
     """`eval --watch`: one line per checkpoint on stdout, flushed, as each is scored."""
-    from .core.evaluate import headline
-    from .errors import CheckpointError
-    from .run.inspect_run import WatchTimeout, watch
+    from ..core.evaluate import headline
+    from ..errors import CheckpointError
+    from ..run.inspect_run import WatchTimeout, watch
 
     err = _console(stderr=True)
 
@@ -291,13 +291,13 @@ def check(
     what only the data can tell (a loss that does not fit the labels, model.init.from arrays
     of the wrong shape, a damaged data file) is found before a run.
     """
-    from .config.yaml_file import dump_yaml
+    from ..config.yaml_file import dump_yaml
 
     cfg = _load_config(config, set_)
     if not no_data:
-        from .core.train import Trainer
-        from .data import load_dataset
-        from .run.npz import read_npz
+        from ..core.train import Trainer
+        from ..data import load_dataset
+        from ..run.npz import read_npz
 
         Trainer(cfg, load_dataset(cfg["data"], cfg["run"]["dtype"]), read_arrays=read_npz)
     sys.stdout.write(dump_yaml(cfg))
@@ -308,8 +308,8 @@ def check(
 @handles_errors
 def verify(target: Annotated[Path, typer.Argument(help="Run directory, or one checkpoint file.")]):
     """Check every checkpoint of a run (or the one file given); exit 1 if any is damaged."""
-    from .errors import CheckFailed, CheckpointError
-    from .run import atomic, checkpoint
+    from ..errors import CheckFailed, CheckpointError
+    from ..run import atomic, checkpoint
 
     if target.is_file():
         try:
@@ -371,7 +371,7 @@ def runs_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ):
     """A table of runs: status, step / total, last loss, last and best evaluation, wall time."""
-    from .run.runs_table import table
+    from ..run.runs_table import table
 
     # runs/ is made by the first run: before it, there are simply no runs yet
     default = directory is None
@@ -455,7 +455,7 @@ def gradcheck(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ):
     """Check the gradient of model + loss + penalties against float64 central differences; exit 1 if off."""
-    from .errors import CheckFailed
+    from ..errors import CheckFailed
     from .gradcheck import gradcheck as check_gradients
 
     if not tolerance > 0:
@@ -547,8 +547,8 @@ def sweep(
     predict read as any other. Running the sweep again runs only what is not finished;
     Ctrl-C makes every running trial save and stop.
     """
-    from .sweep.driver import check_backend_options, run_sweep
-    from .sweep.spec import load_sweep
+    from ..sweep.driver import check_backend_options, run_sweep
+    from ..sweep.spec import load_sweep
 
     _check_choice("--backend", backend, ("local", "ray"))
     spec = load_sweep(sweep_file)
@@ -561,21 +561,21 @@ def sweep(
     if as_json:
         print(json.dumps(result, indent=1, default=str))
     else:
-        from .sweep.view import render_summary
+        from .sweep_view import render_summary
 
         render_summary(_console(), result)
     signum = result.get("interrupted")
     if signum:
         import signal
 
-        from .errors import Interrupted
+        from ..errors import Interrupted
 
         raise Interrupted(f"{signal.Signals(signum).name}: every running trial saved and stopped; run "
                           "the same command again to go on", signum)
 
 
 def _sweep_dry_run(spec, as_json: bool) -> None:
-    from .run.runs_table import describe, is_run_dir
+    from ..run.runs_table import describe, is_run_dir
 
     rows = []
     for t in spec.trials:
@@ -589,7 +589,7 @@ def _sweep_dry_run(spec, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"name": spec.name, "directory": str(spec.directory), "trials": rows}, indent=1))
         return
-    from .sweep.view import render_dry_run
+    from .sweep_view import render_dry_run
 
     render_dry_run(_console(), spec, rows)
 
@@ -598,8 +598,8 @@ def _sweep_live(spec, start, as_json: bool) -> dict:
     """Run the sweep with the live table on a terminal (stderr), else one line per trial done."""
     import time
 
-    from .sweep.results import FINAL, resolve_metric
-    from .sweep.view import live_table, trial_line
+    from ..sweep.results import FINAL, resolve_metric
+    from .sweep_view import live_table, trial_line
 
     err = _console(stderr=True)
     states: dict = {}
@@ -691,7 +691,7 @@ def components(
     # yaml-language-server: $schema=../docs/gdtrain.schema.json
     """
     if kind == "sweep":  # docs/sweep-reference.md, from the sweep file's registries
-        from .sweep import spec
+        from ..sweep import spec
 
         if markdown:
             sys.stdout.write(spec.render_markdown())
@@ -706,11 +706,11 @@ def components(
             kinds = {"sweep file": data["sections"], "parameter kind": data["parameters"]}
             render_components(_console(), kinds, list(kinds))
         return
-    from .config.components import KINDS, describe, kind_named, render_markdown, render_summary
+    from ..config.components import KINDS, describe, kind_named, render_markdown, render_summary
 
     kinds = [kind_named(kind)] if kind else list(KINDS)
     if json_schema:
-        from .config.schema import render_schema
+        from ..config.schema import render_schema
 
         sys.stdout.write(render_schema())
         return
