@@ -96,8 +96,12 @@ def train(config: dict, *, on_metrics: Callable[[dict], None] | None = None, res
 def evaluate(target: str | Path, split: str = "test", weights: str = "ema") -> dict:
     """Score a run's newest checkpoint (or a checkpoint file): loss, accuracy or MSE,
     per-class accuracy and confusion matrix, as `gdtrain eval --json` prints them."""
+    from .core.train import WEIGHTS
+    from .errors import ConfigError
     from .run.inspect_run import evaluate_checkpoint
 
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights: expected one of {', '.join(WEIGHTS)}, got {weights!r}")
     return evaluate_checkpoint(target, split, weights)
 
 

@@ -172,3 +172,15 @@ def test_cli_plan(tmp_path, cli):
     assert "reaches 0.9 after 80 updates" in out and "resume    start" in out
     code, _, err = cli("plan", path, "--set", "train.steps=0")
     assert code == 2 and "train.steps" in err
+
+
+def test_plan_shows_the_model_s_dropout(tmp_path, cli):
+    """From what the model says of itself (Model.notes), in the plan and on the terminal."""
+    raw = classifier(tmp_path, model={"name": "mlp", "hidden": [4, 3], "dropout": [0.25, 0.5]})
+    notes = make_plan(resolve(raw))["model"]["notes"]
+    assert notes == ["relu on 2 hidden layers", "dropout 0.25, 0.5 on the hidden layers' outputs "
+                     "(training steps only; kept units scaled by 1/(1 - rate))"]
+    code, out, err = cli("plan", write_yaml(tmp_path / "c.yaml", raw))
+    assert code == 0, err
+    assert "dropout 0.25, 0.5" in " ".join(out.split())
+    assert "dropout" not in " ".join(make_plan(resolve(classifier(tmp_path)))["model"]["notes"])

@@ -88,6 +88,14 @@ def test_eval_params_use_shadows_for_trainable_only(make_trainer):
     assert t.eval_params("raw") is t.params
 
 
+def test_unknown_weights_are_a_plain_value_error_in_the_core(make_trainer):
+    """The core names no command-line flag: `--weights` is the commands' wording."""
+    t = make_trainer()
+    with pytest.raises(ValueError, match="weights: expected one of ema, raw, got 'best'") as info:
+        t.weights_used("best")
+    assert "--" not in str(info.value)
+
+
 # ------------------------------------------------------------------ L2
 
 

@@ -54,6 +54,7 @@ def make_plan(config: dict) -> dict:
             "parameters": trainer.model.parameter_count(),
             "trainable": trainer.trainable,
             "trainable_parameters": int(sum(trainer.params[k].size for k in trainer.trainable)),
+            "notes": list(trainer.model.notes),  # what the model says of itself (an MLP's dropout)
         },
         "memory": memory(trainer),
         "learning_rate": learning_rate_plan(trainer.schedule, total),

@@ -191,13 +191,13 @@ def predict(target: str | Path, input_path: str | Path, weights: str = "ema",
         names = ds.class_names or [str(i) for i in range(ds.output_dim)]
         result.update(kind="classes", classes=loss.classify(out).astype(np.int64),
                       probabilities=probabilities, columns=[f"p_{n}" for n in names], class_names=names)
-    elif trainer.config["loss"]["name"] == "sigmoid_cross_entropy" and out.shape[1] == 1:
+    elif loss.predicts == "per_output" and out.shape[1] == 1:
         # one 0/1 target through a sigmoid: the probability of label 1 (not of class 0, as
         # a column p_0 would say), and the class it gives
         p_1 = loss.predict(out).astype(np.float64)[:, 0]
         result.update(kind="probabilities", classes=(p_1 > 0.5).astype(np.int64), p_1=p_1,
                       columns=["p_1"])
-    elif trainer.config["loss"]["name"] == "sigmoid_cross_entropy":
+    elif loss.predicts == "per_output":
         # several 0/1 targets through sigmoids: p_j is the probability that target j is 1
         probabilities = loss.predict(out).astype(np.float64)
         result.update(kind="probabilities", probabilities=probabilities,

@@ -81,7 +81,8 @@ def render_plan(console: Console, plan: dict) -> None:
                   f"{data['output_dim']} outputs; {_bytes(data['bytes'])} in memory")
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in model["shapes"].items())
     console.print(f"model     {escape(model['name'])}: {shapes}; {model['parameters']} parameters, "
-                  f"{model['trainable_parameters']} trainable ({', '.join(model['trainable'])})")
+                  f"{model['trainable_parameters']} trainable ({', '.join(model['trainable'])})"
+                  + "".join(f"; {escape(note)}" for note in model.get("notes", [])))
     groups = " + ".join(f"{k.replace('_', ' ')} {_bytes(v)}" for k, v in mem.items() if k != "total")
     console.print(f"memory    {groups} = {_bytes(mem['total'])}")
 

@@ -102,6 +102,10 @@ _NO_OPTION = object()
 
 
 def _schedule_spans_run(config: dict) -> bool:
-    """Whether the learning rates depend on the total number of steps."""
+    """Whether the learning rates depend on the total number of steps: what the schedule
+    declares as its `spans_run` trait (core/schedules.py)."""
     schedule = config.get("schedule") or {}
-    return schedule.get("name") in ("cosine", "linear") and schedule.get("decay_steps") is None
+    schedules = component_tables()[4]
+    name = schedule.get("name")
+    spans_run = schedules.trait(name, "spans_run") if name in schedules else None
+    return bool(spans_run and spans_run(schedule))

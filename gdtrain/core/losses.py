@@ -38,6 +38,13 @@ class Loss:
     accepts_classes: bool  # integer class labels as targets
     accepts_values: bool  # real-valued (N, K) targets
     elements_per_example: Callable  # output_dim -> divisor that turns per-example sums into `mean`
+    # What the loss asks of real-valued targets, and how its outputs read: the checks of
+    # train.check_loss_fits and the columns of `gdtrain predict` ask these, not the name.
+    min_outputs: int = 1  # outputs it needs (a softmax over one output is constant)
+    distribution_targets: bool = False  # each target row must be a distribution
+    # what predict() gives: "distribution" (one over the outputs), "per_output" (each
+    # output's probability that its target is 1) or "values"
+    predicts: str = "values"
 
     def mean_over(self, outputs, targets) -> float:
         """The `mean`-reduced loss over a whole split (what eval reports)."""
@@ -160,7 +167,8 @@ def cross_entropy(reduction: Reduction = "mean") -> Loss:
         return e / s
 
     return Loss(
-        value_and_grad, per_example, predict, lambda x: x.argmax(axis=1), True, True, lambda k: 1
+        value_and_grad, per_example, predict, lambda x: x.argmax(axis=1), True, True, lambda k: 1,
+        min_outputs=2, distribution_targets=True, predicts="distribution",
     )
 
 
@@ -205,6 +213,7 @@ def sigmoid_cross_entropy(reduction: Reduction = "mean") -> Loss:
         True,
         True,
         lambda k: k,
+        predicts="per_output",
     )
 
 

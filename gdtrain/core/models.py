@@ -30,6 +30,8 @@ class Model:
     weights: list[str]  # weight matrices: L2's default selection
     default_init: dict[str, str | dict] = field(default_factory=dict)
     dropout: bool = False  # whether forward drops units when given a dropout_key
+    # what the model does beyond its shapes, one phrase each, for `plan` to show
+    notes: list[str] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -240,4 +242,9 @@ def mlp(
                 d *= dact(outputs[i - 1])
         return grads
 
-    return Model(shapes, forward, backward, list(W), init, dropout=any(k is not None for k in keeps))
+    notes = [f"{activation} on {len(widths)} hidden layer{'s' * (len(widths) > 1)}"]
+    if any(k is not None for k in keeps):
+        notes.append("dropout " + ", ".join(f"{r:g}" for r in rates) + " on the hidden layers' outputs "
+                     "(training steps only; kept units scaled by 1/(1 - rate))")
+    return Model(shapes, forward, backward, list(W), init, dropout=any(k is not None for k in keeps),
+                 notes=notes)

@@ -282,16 +282,25 @@ class Registry:
         self.common = dict(common or {})
         self._wrap = wrap
         self._table: dict[str, Callable] = {}
+        self._traits: dict[str, dict[str, Any]] = {}
         self._options: dict[str, tuple[Option, ...]] = {}  # per name: register refuses duplicates
 
-    def register(self, name: str) -> Callable[[Callable], Callable]:
+    def register(self, name: str, **traits: Any) -> Callable[[Callable], Callable]:
+        """Register a factory under `name`. `traits` declare what other modules need to know
+        about the component without naming it (a schedule's `spans_run`); see `trait`."""
+
         def decorate(factory: Callable) -> Callable:
             if name in self._table:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._table[name] = factory
+            self._traits[name] = dict(traits)
             return factory
 
         return decorate
+
+    def trait(self, name: str, key: str, default: Any = None) -> Any:
+        """What component `name` declared as `key` when it was registered, else `default`."""
+        return self._traits.get(name, {}).get(key, default)
 
     def __contains__(self, name: object) -> bool:
         # a config may hold a list or mapping where a name belongs: unhashable, not an error here

@@ -130,7 +130,14 @@ def piecewise_constant(
     return lr
 
 
-@SCHEDULES.register("cosine")
+def _without_decay_steps(options: dict) -> bool:
+    """A schedule's `spans_run` trait: whether, with these options, its learning rates depend
+    on the run's total_steps (decay_steps left at null: the whole run). A resume that
+    changes the run's length then changes the schedule (config.drift asks this)."""
+    return options.get("decay_steps") is None
+
+
+@SCHEDULES.register("cosine", spans_run=_without_decay_steps)
 def cosine(
     learning_rate: float,
     steps_per_epoch: float,
@@ -154,7 +161,7 @@ def cosine(
     return lr
 
 
-@SCHEDULES.register("linear")
+@SCHEDULES.register("linear", spans_run=_without_decay_steps)
 def linear(
     learning_rate: float,
     steps_per_epoch: float,

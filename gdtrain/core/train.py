@@ -39,12 +39,13 @@ def check_loss_fits(loss_name: str, loss: Loss, dataset: Dataset, model_cfg: dic
             f"loss.name: {loss_name} needs real-valued targets, but dataset "
             f"'{dataset.name}' has class labels; use cross_entropy or sigmoid_cross_entropy"
         )
-    if not dataset.has_classes and loss_name == "cross_entropy" and y.shape[1] < 2:
+    if not dataset.has_classes and y.shape[1] < loss.min_outputs:
         raise ConfigError(
-            f"loss.name: cross_entropy needs two or more outputs, but dataset '{dataset.name}' "
-            "has one target column; use sigmoid_cross_entropy for 0/1 labels or mse"
+            f"loss.name: {loss_name} needs {_count(loss.min_outputs)} or more outputs, but dataset "
+            f"'{dataset.name}' has {_count(y.shape[1])} target column{'s' * (y.shape[1] != 1)}; "
+            "use sigmoid_cross_entropy for 0/1 labels or mse"
         )
-    if not dataset.has_classes and loss_name == "cross_entropy":
+    if not dataset.has_classes and loss.distribution_targets:
         for name in ("validation", "train", "test"):  # file order: validation rows come first
             split = dataset.split(name)
             bad = None if split is None else non_distribution(split.y)
@@ -52,6 +53,10 @@ def check_loss_fits(loss_name: str, loss: Loss, dataset: Dataset, model_cfg: dic
                 i, problem = bad
                 where = split.where(i) if split.where else f"dataset '{dataset.name}' {name} row {i}"
                 raise DataError(f"{where}: {problem}; {NOT_A_DISTRIBUTION}")
+
+
+def _count(n: int) -> str:
+    return ("no", "one", "two", "three")[n] if 0 <= n <= 3 else str(n)
 
 
 def total_steps(train_cfg: dict, n_train: int) -> int:
@@ -284,8 +289,8 @@ class Trainer:
 
     def weights_used(self, weights: str) -> str:
         """'ema' or 'raw': the weights `eval_params(weights)` gives (EMA only if the run has it)."""
-        if weights not in WEIGHTS:
-            raise ConfigError(f"--weights: expected ema or raw, got {weights!r}")
+        if weights not in WEIGHTS:  # the commands check their --weights before this
+            raise ValueError(f"weights: expected one of {', '.join(WEIGHTS)}, got {weights!r}")
         return "ema" if weights == "ema" and self.ema is not None else "raw"
 
     def eval_params(self, weights: str = "ema") -> dict[str, np.ndarray]:

@@ -92,8 +92,8 @@ def run_trial(task: dict, progress=None) -> dict:
     """Train one trial to its end or to task["stop_at"]; the result, never an exception.
 
     `progress(step)` is called after each step (in-process runs only)."""
-    from ..run.loop import RunOptions, train
     from ..errors import DivergedError, GdtrainError, Interrupted, RunDirBusy
+    from ..run.loop import RunOptions, train
 
     t0 = time.perf_counter()
     config = task["config"]
