@@ -15,7 +15,7 @@ with no idle BLAS thread spinning into it.
 
 Implementations:
   gdtrain      the tool's Trainer.step() driven for an epoch (what one training step costs)
-  gdtrain-run  runner.train() with the config's logging and checkpoint cadence, silent
+  gdtrain-run  run.loop.train() with the config's logging and checkpoint cadence, silent
                reporter, timed between steps: the tool's whole loop
   numpy        benchmarks/minimal_numpy.py: the same math, hand-written, nothing else
   torch        benchmarks/torch_loops.py: PyTorch eager (only when torch imports)

@@ -75,7 +75,7 @@ def train(config: dict, *, on_metrics: Callable[[dict], None] | None = None, res
     ({"event": "eval", "step", "loss", "accuracy" or "mse", ...}). `stop_at` stops the
     run at that step (saved, status "stopped", `stopped_by` recorded) without changing
     train.steps; training it again resumes. `reporter` replaces the callback with a whole
-    runner.Reporter. Called from the main thread, SIGINT/SIGTERM save and stop the run
+    run.hooks.Reporter. Called from the main thread, SIGINT/SIGTERM save and stop the run
     (raising errors.Interrupted); from any other thread (a notebook's worker, a Ray
     actor) no signal handlers are installed.
 

@@ -1,4 +1,4 @@
-"""The step's parts (gdtrain/chain.py) against closed forms written out here in float64,
+"""The step's parts (gdtrain/core/chain.py) against closed forms written out here in float64,
 table-driven over the registries, so that a new penalty or clip must bring its formula:
 each penalty's term and gradient, one whole step with it by hand and the objective
 against finite differences; each clip on gradients below and above its threshold, zero

@@ -1,7 +1,7 @@
 """Every loss against a closed form written here with plain `math`, and its gradient
 against central differences, in float64; driven by LOSSES so a new loss needs a reference.
 
-Reductions (gdtrain/losses.py, DESIGN.md): `sum` adds every term; `mean` divides by the
+Reductions (gdtrain/core/losses.py, DESIGN.md): `sum` adds every term; `mean` divides by the
 number of rows for softmax cross-entropy and by the number of elements (rows × outputs)
 for sigmoid cross-entropy and MSE, as tf.reduce_mean does.
 """

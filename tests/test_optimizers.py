@@ -1,5 +1,5 @@
 """Every optimizer against TF1's update formula (DESIGN.md), written out here independently
-of gdtrain/optimizers.py, for one and two steps in float64; and, for every registered
+of gdtrain/core/optimizers.py, for one and two steps in float64; and, for every registered
 optimizer, descent on a quadratic, slots only for the parameters given, dtypes kept.
 """
 

@@ -1,4 +1,4 @@
-"""The JSON Schema of a config (gdtrain/schema.py, docs/gdtrain.schema.json).
+"""The JSON Schema of a config (gdtrain/config/schema.py, docs/gdtrain.schema.json).
 
 It is generated from the registries, so it must agree with `resolve`: on a table of cases
 built from every registered component and option (its defaults, values at and beyond each

@@ -1,6 +1,6 @@
 """Gradient check: the analytic gradient of the objective against central differences.
 
-The objective is the data loss plus every configured penalty's term (chain.py), built
+The objective is the data loss plus every configured penalty's term (core/chain.py), built
 by the Trainer in float64 from the same parts a step uses, on a small batch (the first
 training examples). The parameters are the run's initial values plus a little seeded
 noise, so that symmetric initialisations (all zeros) cannot hide an error and no ReLU

@@ -134,7 +134,7 @@ def _training_time(summary: dict) -> str:
 def _loss_bases(summary: dict) -> tuple[str, str]:
     """What the summary's two losses are: the last training batch's loss, reduced as the
     config says (a sum for the TF1 tutorial's softmax), and the evaluation loss, always the
-    `mean` reduction over the split (evaluate.py). Empty when the summary does not say."""
+    `mean` reduction over the split (core/evaluate.py). Empty when the summary does not say."""
     if "loss_reduction" not in summary:
         return "", ""
     n, per = summary["batch_size"], summary["loss_values_per_example"]

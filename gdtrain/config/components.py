@@ -1,6 +1,6 @@
 """Every component and config section with its options, read from the code itself.
 
-A factory's signature is its schema (registry.py), so this listing cannot disagree
+A factory's signature is its schema (core/registry.py), so this listing cannot disagree
 with what `gdtrain check` accepts: names, types, defaults and the one-line
 descriptions all come from the registered functions and their docstrings. The same
 data renders as a table (`gdtrain components`), JSON (`--json`) and the Markdown of
@@ -27,7 +27,7 @@ TITLES = {
     "penalty": "Penalties (`penalties: [{name: ...}, ...]`)",
     "clip": "Gradient clipping (`clip.name`)",
 }
-# What a kind's heading says before its entries (the order of the step's parts: chain.py).
+# What a kind's heading says before its entries (the order of the step's parts: core/chain.py).
 NOTES = {
     "penalty": "Terms added to the data loss, each under its own name in metrics.jsonl, the summary and "
                "TensorBoard (a second penalty of one kind is `l2_2`, ...). A step adds their gradients "

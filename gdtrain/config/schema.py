@@ -8,7 +8,7 @@ descriptions of the docstrings.
 
 Nothing here is written per component: config.TOP_LEVEL, REQUIRED and SECTION_SHAPES say
 which sections exist and how each is written, and a component's options are its
-factory's signature (registry.py), read as `resolve` reads them. A newly registered
+factory's signature (core/registry.py), read as `resolve` reads them. A newly registered
 component or option is in the schema with no other change; a new section is one entry
 in config.SECTION_SHAPES (and a new kind of component, one in components' tables).
 

@@ -81,7 +81,7 @@ class OneOf:
 
 @dataclass(frozen=True)
 class IsPath:
-    """Marks a string option as a file or directory path: config.py resolves a relative one
+    """Marks a string option as a file or directory path: config/paths.py resolves a relative one
     by the paths rule (`config.absolute_paths`). Checked like any string."""
 
 

@@ -4,7 +4,7 @@
 call to `step()` does exactly one update, as the chain of parts of chain.py in TF1's
 order: forward, loss, backward, the penalties' gradients, clipping, the optimizer's
 update applied, then the moving average of the updated values. It knows nothing about
-files or printing; `runner.py` drives it.
+files or printing; `run/loop.py` drives it.
 """
 
 from __future__ import annotations
