@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gdtrain.config import load
+from gdtrain.config.loading import load
+from gdtrain.core.train import StepResult, Trainer
 from gdtrain.data import load_dataset
-from gdtrain.train import StepResult, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,9 +21,10 @@ import yaml
 from resume_helpers import assert_same_state, checkpoint_arrays
 
 from gdtrain import api
-from gdtrain.config import dump_yaml, resolve
+from gdtrain.config.validate import resolve
+from gdtrain.config.yaml_file import dump_yaml
 from gdtrain.errors import ConfigError
-from gdtrain.runner import RunOptions, train
+from gdtrain.run.loop import RunOptions, train
 from gdtrain.sweep import spec as spec_mod
 from gdtrain.sweep.halving import survivors
 from gdtrain.sweep.spec import load_sweep
@@ -282,7 +283,7 @@ def test_a_finished_sweep_run_again_trains_nothing(small_sweep, cli):
 
 def test_plot_of_a_sweep_draws_its_groups(small_sweep, tmp_path, cli):
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
-    from gdtrain.plots import plot_sweep
+    from gdtrain.commands.plots import plot_sweep
 
     _, directory, _, _ = small_sweep
     code, out, err = cli("plot", directory, "--out", tmp_path / "sweep.png")
@@ -313,7 +314,7 @@ def test_a_trial_that_fails_is_recorded_with_its_message(tmp_path, cli):
 
 
 def test_a_trial_locked_by_another_process_is_running_elsewhere_and_waited_for(tmp_path, cli):
-    from gdtrain.rundir import RunDir
+    from gdtrain.run.rundir import RunDir
 
     path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.1, 0.2]}}})
     held = RunDir(tmp_path / "runs" / "sw" / "learning_rate-0.1_seed-0")

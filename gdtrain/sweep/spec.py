@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from ..errors import ConfigError
-from ..registry import (
+from ..core.registry import (
     NonNegativeInt,
     OneOf,
     Positive,
@@ -35,6 +34,7 @@ from ..registry import (
     suggest,
     type_name,
 )
+from ..errors import ConfigError
 
 SECTIONS = Registry("sweep section")
 PARAMETERS = Registry("parameter kind")
@@ -287,7 +287,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def read_sweep_file(path: Path) -> tuple[dict, dict[str, int], str]:
     """(mapping, line map, text) of a sweep file; ConfigError for a file that is not one."""
-    from ..config import read_yaml_mapping
+    from ..config.yaml_file import read_yaml_mapping
 
     return read_yaml_mapping(path, "sweep file", "empty sweep file; expected a mapping with config and "
                              "parameters", "(config, parameters, ...)")
@@ -295,7 +295,8 @@ def read_sweep_file(path: Path) -> tuple[dict, dict[str, int], str]:
 
 def parse(path: str | Path) -> SweepSpec:
     """Check a sweep file on its own and read its base config: a SweepSpec without trials."""
-    from ..config import _locate, load_file
+    from ..config.locate import locate
+    from ..config.yaml_file import load_file
 
     path = Path(path)
     raw, lines, _ = read_sweep_file(path)
@@ -348,7 +349,7 @@ def parse(path: str | Path) -> SweepSpec:
             config_path = None
 
     if problems:
-        raise ConfigError([_locate(p, lines) for p in problems], str(path))
+        raise ConfigError([locate(p, lines) for p in problems], str(path))
     base, base_lines = load_file(config_path)  # its problems are reported with its name and lines
     return SweepSpec(path=path, name=str(name), config_path=config_path, base=base, base_lines=base_lines,
                      parameters=parameters, fixed=fixed, method=method, samples=top.get("samples"),
@@ -370,7 +371,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 def describe() -> dict[str, list[dict]]:
     """{"sections": [...], "parameters": [...]}: every key of a sweep file, from the code."""
-    from ..components import plain_value
+    from ..config.components import plain_value
 
     def entry(registry: Registry, name: str) -> dict:
         return {"name": name, "summary": registry.summary(name), "options": [
