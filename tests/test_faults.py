@@ -444,7 +444,7 @@ def test_a_run_refused_because_another_holds_the_lock_removes_nothing(tmp_path, 
 
 HOLD_LOCK = """
 import sys, time
-from gdtrain.rundir import RunDir
+from gdtrain.run.rundir import RunDir
 rd = RunDir(sys.argv[1]); rd.ensure_writable(); rd.lock()
 print("locked", flush=True)
 time.sleep(120)

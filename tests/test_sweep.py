@@ -149,11 +149,31 @@ def test_missing_base_config_and_broken_base_config_name_their_files(tmp_path, c
     path = tmp_path / "sw.yaml"
     path.write_text("config: nope.yaml\nparameters: {optimizer.learning_rate: {values: [0.1]}}\n")
     code, _, err = cli("sweep", path)
-    assert code == 2 and "sw.yaml: line 1: config: nope.yaml: no such file" in err
+    assert code == 2 and (f"sw.yaml: line 1: config: nope.yaml ({tmp_path / 'nope.yaml'}, relative to the "
+                          "sweep file's directory): no such file") in err, err
     path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.1]}}},
                        base={**BASE, "train": {**BASE["train"], "batch_size": -1}})
     code, _, err = cli("sweep", path)
     assert code == 2 and re.search(r"base\.yaml: line \d+: train\.batch_size: must be >= 1, got -1", err), err
+
+
+def test_the_base_config_is_found_relative_to_the_sweep_file_from_any_working_directory(tmp_path, cli,
+                                                                                      monkeypatch):
+    """The paths rule of configs: a relative path in a file is relative to that file's directory."""
+    config = json.loads(json.dumps(BASE))
+    config["run"]["dir"] = str(tmp_path / "runs")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (tmp_path / "sweeps").mkdir()
+    path = tmp_path / "sweeps" / "sw.yaml"
+    path.write_text("config: ../configs/base.yaml\nparameters: {optimizer.learning_rate: {values: [0.1]}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_sweep(Path("..") / "sweeps" / "sw.yaml")
+    assert spec.config_path == tmp_path / "configs" / "base.yaml"
+    code, out, err = cli("sweep", path, "--dry-run")
+    assert code == 0, err
 
 
 # ---------------------------------------------------------------- trials

@@ -7,7 +7,7 @@ docs/sweep-reference.md (`gdtrain components sweep --markdown`). Every problem n
 file, the line and the key; all are reported at once, and nothing is written.
 
     name: mnist_lr                          # runs/<name>/<trial>/ (default: the file's name)
-    config: configs/mnist_softmax.yaml      # the base config every trial starts from
+    config: ../configs/mnist_softmax.yaml   # the base config every trial starts from
     parameters:
       optimizer.learning_rate: {values: [0.003, 0.01, 0.03]}
       train.eval_every: {value: 100}        # the same for every trial, not in the names
@@ -17,6 +17,7 @@ file, the line and the key; all are reported at once, and nothing is written.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,8 @@ def sweep_file(
 ):
     """The top level of a sweep file.
 
-    config: the base config file every trial starts from (a path from the working
-      directory, like the paths inside configs)
+    config: the base config file every trial starts from (a relative path is relative to
+      the sweep file's directory, as the paths inside a config are to the config's)
     parameters: dotted config key -> how it varies: {values: [...]}, {value: x} or
       {distribution: ..., min: ..., max: ...} (see the parameter kinds)
     name: the sweep's directory under the base config's run.dir (default: the sweep file's name)
@@ -342,10 +343,13 @@ def parse(path: str | Path) -> SweepSpec:
     config_path = None
     base: dict = {}
     if isinstance(top.get("config"), str):
-        config_path = Path(top["config"])
+        # one rule for every path written in a file: relative to that file's directory
+        written = os.path.expanduser(top["config"])
+        config_path = Path(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), written)))
         if not config_path.is_file():
             what = "is a directory" if config_path.is_dir() else "no such file"
-            problems.append(f"config: {config_path}: {what}; expected the base config file")
+            how = "" if os.path.isabs(written) else f" ({config_path}, relative to the sweep file's directory)"
+            problems.append(f"config: {top['config']}{how}: {what}; expected the base config file")
             config_path = None
 
     if problems:
