@@ -15,7 +15,7 @@ with no idle BLAS thread spinning into it.
 
 Implementations:
   gdtrain      the tool's Trainer.step() driven for an epoch (what one training step costs)
-  gdtrain-run  runner.train() with the config's logging and checkpoint cadence, silent
+  gdtrain-run  run.loop.train() with the config's logging and checkpoint cadence, silent
                reporter, timed between steps: the tool's whole loop
   numpy        benchmarks/minimal_numpy.py: the same math, hand-written, nothing else
   torch        benchmarks/torch_loops.py: PyTorch eager (only when torch imports)
@@ -115,7 +115,7 @@ def _blas_info() -> dict:
 
 
 def _setup(workload: str):
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
     from gdtrain.data import load_dataset
 
     spec = WORKLOADS[workload]
@@ -141,7 +141,7 @@ def _loop_args(trainer):
 
 
 def child_time(workload: str, impl: str, epochs: int, threads: int | None) -> dict:
-    from gdtrain.train import Trainer
+    from gdtrain.core.train import Trainer
 
     _, cfg, dataset = _setup(workload)
     steps_per_epoch = len(dataset.train) // cfg["train"]["batch_size"]
@@ -194,7 +194,8 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
 def _time_runner(cfg: dict, dataset, steps_per_epoch: int, epochs: int) -> list[float]:
     import tempfile
 
-    from gdtrain.runner import Reporter, RunOptions, train
+    from gdtrain.run.hooks import Reporter
+    from gdtrain.run.loop import RunOptions, train
 
     marks = [WARMUP_STEPS + e * steps_per_epoch for e in range(epochs + 1)]
     stamps: dict[int, tuple[float, float]] = {}
@@ -257,7 +258,7 @@ def child_check(workload: str, with_torch: bool) -> dict:
     """Do gdtrain, the minimal loop and PyTorch compute the same thing? (after CHECK_STEPS)"""
     import numpy as np
 
-    from gdtrain.train import Trainer
+    from gdtrain.core.train import Trainer
 
     _, cfg, dataset = _setup(workload)
     x, y = dataset.train.x, dataset.train.y

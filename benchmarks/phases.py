@@ -15,7 +15,7 @@ round's median step (and the minimum). The phases are those of `Trainer.step`:
   backward products       hᵀ·d, d·W2ᵀ, xᵀ·dh (replayed)
   rest of backward        bias sums, the activation's derivative (backward minus products)
   element-wise update     penalties' gradients, clip, optimizer update, var += update, EMA:
-                          each part over whole arrays in a tree without gdtrain/elementwise.py
+                          each part over whole arrays in a tree without gdtrain/core/elementwise.py
                           (then also shown part by part), the blocked pass in one with it
 
 The products are replayed rather than timed inside the model's own code so that the
@@ -79,9 +79,16 @@ def _best_time(fn, reps: int = 50) -> float:
 
 
 def child(workload: str, steps: int) -> dict:
-    from gdtrain.config import load
+    try:  # the package in layers (gdtrain/core, gdtrain/config/...), or a tree from before it
+        from gdtrain.config.loading import load
+        from gdtrain.core import compute
+        from gdtrain.core.train import Trainer
+    except ImportError:
+        from gdtrain.train import Trainer
+
+        from gdtrain import compute
+        from gdtrain.config import load
     from gdtrain.data import load_dataset
-    from gdtrain.train import Trainer
 
     cfg = load(ROOT / CONFIGS[workload], [f"data.dir={ROOT / 'data/mnist'}"])
     dataset = load_dataset(cfg["data"], cfg["run"]["dtype"])
@@ -160,8 +167,6 @@ def child(workload: str, steps: int) -> dict:
                                     + values["backward"] + values["element-wise update"])
         row["Trainer.step (timed alone)"] = (statistics.median if stat == "median" else min)(whole)
         out[stat] = row
-    from gdtrain import compute
-
     info = compute.describe()
     out["blocked"] = blocked is not None
     out["machinery"] = compute.label(info)

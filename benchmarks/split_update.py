@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gdtrain.config import load
+from gdtrain.config.loading import load
+from gdtrain.core.elementwise import BLOCK_ELEMENTS, ElementwisePass
+from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
-from gdtrain.elementwise import BLOCK_ELEMENTS, ElementwisePass
-from gdtrain.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"1 thread": (BLOCK_ELEMENTS, 1), "2 threads": (BLOCK_ELEMENTS, 2),

@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .runner import Reporter, RunOptions
+from .run.hooks import Reporter
+from .run.loop import RunOptions
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> dict:
@@ -30,7 +31,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | Sequence[str] |
     ({"optimizer.learning_rate": 0.1, "train.trainable": ["W"]}) or a list of
     "key=YAML value" strings (["optimizer.learning_rate=0.1"]).
     """
-    from .config import load
+    from .config.loading import load
 
     return load(path, as_set_options(overrides))
 
@@ -74,14 +75,14 @@ def train(config: dict, *, on_metrics: Callable[[dict], None] | None = None, res
     ({"event": "eval", "step", "loss", "accuracy" or "mse", ...}). `stop_at` stops the
     run at that step (saved, status "stopped", `stopped_by` recorded) without changing
     train.steps; training it again resumes. `reporter` replaces the callback with a whole
-    runner.Reporter. Called from the main thread, SIGINT/SIGTERM save and stop the run
+    run.hooks.Reporter. Called from the main thread, SIGINT/SIGTERM save and stop the run
     (raising errors.Interrupted); from any other thread (a notebook's worker, a Ray
     actor) no signal handlers are installed.
 
     The summary holds "status" (finished or stopped), "steps", "eval" (the final
     evaluation), "run_dir", "checkpoint", timings and "trainer" (the in-memory state).
     """
-    from .runner import train as run_training
+    from .run.loop import train as run_training
 
     callback = _Callback(on_metrics)
     opts = RunOptions(restart=restart, allow_config_change=allow_config_change,
@@ -95,21 +96,25 @@ def train(config: dict, *, on_metrics: Callable[[dict], None] | None = None, res
 def evaluate(target: str | Path, split: str = "test", weights: str = "ema") -> dict:
     """Score a run's newest checkpoint (or a checkpoint file): loss, accuracy or MSE,
     per-class accuracy and confusion matrix, as `gdtrain eval --json` prints them."""
-    from .inspect_run import evaluate_checkpoint
+    from .core.train import WEIGHTS
+    from .errors import ConfigError
+    from .run.inspect_run import evaluate_checkpoint
 
+    if weights not in WEIGHTS:
+        raise ConfigError(f"weights: expected one of {', '.join(WEIGHTS)}, got {weights!r}")
     return evaluate_checkpoint(target, split, weights)
 
 
 def read_metrics(run: str | Path) -> list[dict]:
     """The records of a run's metrics.jsonl, oldest first (see `train`'s on_metrics)."""
-    from .rundir import RunDir
+    from .run.rundir import RunDir
 
     return RunDir(run).read_metrics()
 
 
 def run_status(run: str | Path) -> dict:
     """One run as `gdtrain runs` shows it: status, step, last and best evaluation, wall time."""
-    from .runs_table import describe
+    from .run.runs_table import describe
 
     return describe(run)
 

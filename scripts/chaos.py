@@ -42,9 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gdtrain import checkpoint  # noqa: E402
 from gdtrain.errors import CheckpointError  # noqa: E402
-from gdtrain.rundir import RunDir  # noqa: E402
+from gdtrain.run import atomic, checkpoint  # noqa: E402
+from gdtrain.run.rundir import RunDir  # noqa: E402
 
 DEFAULT_SETTINGS = ["train.steps=300", "train.checkpoint_every=25", "train.log_every=25",
                     "train.keep_checkpoints=3"]
@@ -93,7 +93,7 @@ def command(config: Path, run_root: Path, settings: list[str]) -> list[str]:
 
 
 def run_name(config: Path, settings: list[str]) -> str:
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
 
     return load(config, settings)["run"]["name"]
 
@@ -131,7 +131,7 @@ def check_after_kill(run_dir: Path) -> list[str]:
 def saving(run_dir: Path) -> bool:
     """Whether a save is under way: its temporary file exists."""
     try:
-        return any(p.name.startswith(checkpoint.TMP_PREFIX) for p in (run_dir / "checkpoints").iterdir())
+        return any(p.name.startswith(atomic.TMP_PREFIX) for p in (run_dir / "checkpoints").iterdir())
     except OSError:
         return False
 

@@ -9,7 +9,7 @@ import yaml
 from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
-from gdtrain.cli import app
+from gdtrain.commands.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,12 +50,13 @@ def write_config(tmp_path):
 @pytest.fixture
 def make_trainer(write_config):
     """make_trainer(changes=None, base=SMALL) -> Trainer built from the resolved config."""
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
+    from gdtrain.core.train import Trainer
     from gdtrain.data import load_dataset
-    from gdtrain.train import Trainer
+    from gdtrain.run.npz import read_npz
 
     def make(changes: dict | None = None, base: dict | None = None):
         config = load(write_config(changes, base, name="trainer.yaml"))
-        return Trainer(config, load_dataset(config["data"], config["run"]["dtype"]))
+        return Trainer(config, load_dataset(config["data"], config["run"]["dtype"]), read_arrays=read_npz)
 
     return make

@@ -10,9 +10,10 @@ import numpy as np
 import yaml
 from tool_runs import merged
 
-from gdtrain import checkpoint
-from gdtrain.config import resolve
-from gdtrain.runner import Reporter, RunOptions, train
+from gdtrain.config.validate import resolve
+from gdtrain.run import checkpoint
+from gdtrain.run.hooks import Reporter
+from gdtrain.run.loop import RunOptions, train
 
 # 100 examples in batches of 8: 12.5 steps per epoch, so 30 steps cross two epoch
 # boundaries, both in the middle of a batch. Shuffling on; momentum slots; a staircase

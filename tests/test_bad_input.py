@@ -29,8 +29,8 @@ import yaml
 from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
-from gdtrain import checkpoint
-from gdtrain.cli import app
+from gdtrain.commands.cli import app
+from gdtrain.run import checkpoint, npz
 
 REPO = Path(__file__).resolve().parents[1]
 GDTRAIN = REPO / ".venv" / "bin" / "gdtrain"
@@ -117,7 +117,7 @@ def forge_checkpoint(good: Path, out: Path, arrays: Callable[[dict], None] | Non
                      text: Callable[[str], str] = lambda t: t, save: Callable = np.savez) -> Path:
     """A copy of a good checkpoint with its arrays, metadata or metadata text changed;
     digests are recomputed (unless redigest is False) so that only the intended fault remains."""
-    data = checkpoint.read_npz(good)
+    data = npz.read_npz(good)
     info = json.loads(data.pop(checkpoint.META_KEY).tobytes())
     if arrays:
         arrays(data)
@@ -348,7 +348,7 @@ def flipped_local_crc(ctx: Ctx) -> Callable[[Path], None]:
 def flipped_byte(ctx: Ctx) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         shutil.copy(ctx.good_checkpoint(), path)
-        arrays = checkpoint.read_npz(path)
+        arrays = npz.read_npz(path)
         w = arrays["param/W"]
         with zipfile.ZipFile(path) as zf:
             raw = zf.read("param/W.npy")
@@ -878,10 +878,10 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
 
 def test_divergence_names_the_non_finite_parameter():
     """When an update itself produced inf/NaN, the message names that parameter."""
-    from gdtrain.config import resolve
+    from gdtrain.config.validate import resolve
+    from gdtrain.core.train import Trainer
     from gdtrain.data import load_dataset
     from gdtrain.errors import DivergedError
-    from gdtrain.train import Trainer
 
     config = resolve(merged(BASE, {"model": {"name": "mlp", "hidden": 3}}))
     trainer = Trainer(config, load_dataset(config["data"], "float32"))
@@ -903,7 +903,7 @@ def test_divergence_reaches_the_user_without_numpy_warnings_and_with_one_step(tm
     from tool_runs import run_dir as small_run_dir
 
     from gdtrain.errors import DivergedError
-    from gdtrain.runs_table import describe
+    from gdtrain.run.runs_table import describe
 
     raw = small_config(tmp_path, "mlp", model={"name": "mlp", "hidden": 8},
                        optimizer={"name": "sgd", "learning_rate": 1e4}, train={"steps": 50, "log_every": 1})
@@ -923,10 +923,10 @@ def test_divergence_reaches_the_user_without_numpy_warnings_and_with_one_step(tm
 def test_evaluating_weights_whose_outputs_overflow_warns_nothing():
     import warnings
 
-    from gdtrain.data import Split
-    from gdtrain.evaluate import evaluate
-    from gdtrain.losses import LOSSES
-    from gdtrain.models import MODELS
+    from gdtrain.core.dataset import Split
+    from gdtrain.core.evaluate import evaluate
+    from gdtrain.core.losses import LOSSES
+    from gdtrain.core.models import MODELS
 
     model = MODELS.build("mlp", {"hidden": 4}, "model", input_dim=3, output_dim=2)
     params = {k: np.full(shape, 1e30, np.float32) for k, shape in model.shapes.items()}

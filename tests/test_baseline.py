@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from resume_helpers import QUIET
 
-from gdtrain.checkpoint import array_digest
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
+from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
-from gdtrain.runner import Reporter, train
-from gdtrain.train import Trainer
+from gdtrain.run.checkpoint import array_digest
+from gdtrain.run.hooks import Reporter
+from gdtrain.run.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

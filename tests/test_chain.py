@@ -1,4 +1,4 @@
-"""The step's parts (gdtrain/chain.py) against closed forms written out here in float64,
+"""The step's parts (gdtrain/core/chain.py) against closed forms written out here in float64,
 table-driven over the registries, so that a new penalty or clip must bring its formula:
 each penalty's term and gradient, one whole step with it by hand and the objective
 against finite differences; each clip on gradients below and above its threshold, zero
@@ -22,14 +22,15 @@ from resume_helpers import Recorder, assert_same_state, checkpoint_arrays, cut_b
 from resume_helpers import run as run_resolved
 from tool_runs import config, run, run_dir, values_npz, write_yaml
 
-from gdtrain.clipping import CLIPS
-from gdtrain.config import apply_overrides, resolve
+from gdtrain.commands.gradcheck import gradcheck
+from gdtrain.commands.plan import make_plan
+from gdtrain.config.overrides import apply_overrides
+from gdtrain.config.validate import resolve
+from gdtrain.core.clipping import CLIPS
+from gdtrain.core.penalties import PENALTIES
+from gdtrain.core.train import Trainer
 from gdtrain.errors import ConfigError
-from gdtrain.gradcheck import gradcheck
-from gdtrain.penalties import PENALTIES
-from gdtrain.plan import make_plan
-from gdtrain.rundir import RunDir
-from gdtrain.train import Trainer
+from gdtrain.run.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 F64 = {"run": {"dtype": "float64"}}
@@ -314,7 +315,7 @@ def test_the_l2_section_and_an_l2_penalty_train_to_the_same_bits(make_trainer):
 
 
 def test_circle_l1_is_circle_l2_with_an_l1_penalty_of_the_same_scale():
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
 
     l1, l2 = (load(REPO / "configs" / f"circle_{k}.yaml") for k in ("l1", "l2"))
     assert l1.pop("penalties") == [{"name": "l1", "scale": l2["l2"]["scale"], "params": l2["l2"]["params"]}]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from gdtrain import checkpoint
-from gdtrain.inspect_run import load_trainer
+from gdtrain.run import checkpoint
+from gdtrain.run.inspect_run import load_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -38,7 +38,7 @@ def mnist_run(tmp_path_factory):
     """20 steps of the seed's softmax regression on real MNIST (shared by the MNIST tests)."""
     from typer.testing import CliRunner
 
-    from gdtrain.cli import app
+    from gdtrain.commands.cli import app
 
     runs = tmp_path_factory.mktemp("mnist")
     result = CliRunner().invoke(app, ["run", str(CONFIGS / "mnist_softmax.yaml"), "--quiet",
@@ -94,10 +94,13 @@ def test_readme_softmax_examples_work_in_order_after_make_run(tmp_path, monkeypa
 
     from typer.testing import CliRunner
 
-    from gdtrain.cli import app
+    from gdtrain.commands.cli import app
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    examples = [shlex.split(line, comments=True)[1:] for line in readme.splitlines()
+    # README's figure commands write under /tmp/gdtrain-docs: here under tmp_path, so that
+    # runs left there by someone who ran them (with other settings) cannot refuse these
+    examples = [[arg.replace("/tmp/gdtrain-docs", str(tmp_path / "gdtrain-docs"))
+                 for arg in shlex.split(line, comments=True)[1:]] for line in readme.splitlines()
                 if line.startswith("gdtrain run configs/mnist_softmax.yaml ")]
     assert len(examples) >= 3
     for name in ("configs", "data"):

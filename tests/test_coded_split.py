@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdtrain.batching import BatchStream
-from gdtrain.data import Dataset, Split, decode, head, hold_out
+from gdtrain.core.batching import BatchStream
+from gdtrain.core.dataset import Dataset, Split, decode, head
+from gdtrain.data import hold_out
 
 SCALE = 1.0 / 255.0
 

@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 from tool_runs import config, run, write_yaml
 
-from gdtrain.clipping import CLIPS
-from gdtrain.components import KINDS, describe, render_markdown
-from gdtrain.config import SECTIONS
+from gdtrain.config.components import KINDS, describe, render_markdown
+from gdtrain.config.sections import SECTIONS
+from gdtrain.core.clipping import CLIPS
+from gdtrain.core.initializers import INITIALIZERS
+from gdtrain.core.losses import LOSSES
+from gdtrain.core.models import MODELS
+from gdtrain.core.optimizers import OPTIMIZERS
+from gdtrain.core.penalties import PENALTIES
+from gdtrain.core.registry import type_name
+from gdtrain.core.schedules import COMMON_OPTIONS, SCHEDULES
 from gdtrain.data import DATASETS
-from gdtrain.initializers import INITIALIZERS
-from gdtrain.losses import LOSSES
-from gdtrain.models import MODELS
-from gdtrain.optimizers import OPTIMIZERS
-from gdtrain.penalties import PENALTIES
-from gdtrain.registry import type_name
-from gdtrain.schedules import COMMON_OPTIONS, SCHEDULES
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "config-reference.md"
@@ -163,7 +163,7 @@ def test_version_and_shell_completion():
 
 
 def test_the_readme_config_reference_is_what_the_code_generates():
-    from gdtrain.components import README_END, README_START, render_summary
+    from gdtrain.config.components import README_END, README_START, render_summary
 
     text = (REPO / "README.md").read_text(encoding="utf-8")
     start, end = text.find(README_START), text.find(README_END)

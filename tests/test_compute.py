@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from resume_helpers import Recorder, assert_same_state, checkpoint_arrays, cut_back, make_config, run
 
-from gdtrain import checkpoint, compute
-from gdtrain.runner import Reporter
-from gdtrain.train import Trainer
+from gdtrain.core import compute
+from gdtrain.core.train import Trainer
+from gdtrain.run import checkpoint, npz
+from gdtrain.run.hooks import Reporter
 
 needs_blas = pytest.mark.skipif(not compute.describe().get("blas"),
                                 reason="threadpoolctl sees no BLAS in this numpy")
@@ -113,7 +114,7 @@ def test_reporter_base_accepts_the_compute_info():
 
 @needs_blas
 def test_evaluating_a_checkpoint_uses_the_runs_thread_count(tmp_path, monkeypatch):
-    from gdtrain import inspect_run
+    from gdtrain.run import inspect_run
 
     summary = run(with_threads(make_config(tmp_path, "one", {"train": {"steps": 3}}), 1))
     seen = []
@@ -133,7 +134,7 @@ def test_a_forged_machinery_record_never_breaks_a_resume(tmp_path, forged):
     config = make_config(tmp_path, "ref", {"train": {"steps": 4}})
     summary = run(config)
     path = Path(summary["checkpoint"])
-    data = checkpoint.read_npz(path)
+    data = npz.read_npz(path)
     meta = json.loads(data.pop(checkpoint.META_KEY).tobytes())
     meta["compute"] = forged
     np.savez(path, **data, **{checkpoint.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
@@ -148,8 +149,8 @@ def test_training_steps_do_not_fault_their_temporaries_in_again(tmp_path):
     thresholds each step faulted ~2,600 fresh pages in (5 ms of a 13 ms step)."""
     import resource
 
-    from gdtrain.config import resolve
-    from gdtrain.data import Dataset, Split
+    from gdtrain.config.validate import resolve
+    from gdtrain.core.dataset import Dataset, Split
 
     rng = np.random.default_rng(0)
     data = Dataset("blobs", Split(rng.random((400, 784)), rng.integers(0, 10, 400)), num_classes=10)

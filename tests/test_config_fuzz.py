@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tool_runs import SMALL, merged
 from typer.testing import CliRunner
 
-from gdtrain.cli import app
+from gdtrain.commands.cli import app
 
 VALID = [
     merged(SMALL, {"run": {"name": "a"}, "train": {"steps": 5}}),

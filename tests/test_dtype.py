@@ -15,12 +15,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gdtrain.config import resolve
-from gdtrain.data import Dataset, Split
-from gdtrain.evaluate import evaluate
-from gdtrain.models import MODELS
-from gdtrain.optimizers import OPTIMIZERS
-from gdtrain.train import Trainer
+from gdtrain.config.validate import resolve
+from gdtrain.core.dataset import Dataset, Split
+from gdtrain.core.evaluate import evaluate
+from gdtrain.core.models import MODELS
+from gdtrain.core.optimizers import OPTIMIZERS
+from gdtrain.core.train import Trainer
 
 STEPS = 6
 FEATURES, CLASSES, TARGETS = 4, 3, 2

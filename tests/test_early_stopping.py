@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from file_faults import inject
 from resume_helpers import QUIET, Recorder, assert_same_state, checkpoint_arrays, cut_back
 from tool_runs import SignalAt, merged
 
-from gdtrain import checkpoint
-from gdtrain.config import classify_drift, resolve
-from gdtrain.early_stopping import Tracker, from_config
+from gdtrain.config.drift import classify_drift
+from gdtrain.config.validate import resolve
+from gdtrain.core.early_stopping import Tracker, from_config
 from gdtrain.errors import CheckpointError, Interrupted
-from gdtrain.runner import Reporter, RunOptions, train
+from gdtrain.run import checkpoint
+from gdtrain.run.hooks import Reporter
+from gdtrain.run.loop import RunOptions, train
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -546,11 +549,11 @@ def _ops_of_save(n: int, tmp_path: Path) -> list[str]:
             seen.append([])
         seen[-1].append(op)
 
-    checkpoint.fault_hook = record
+    stop = inject(record)
     try:
         go(raw(tmp_path, "ops", **FAULTS))
     finally:
-        checkpoint.fault_hook = None
+        stop()
     return seen[n - 1]
 
 
@@ -584,10 +587,10 @@ def test_a_crash_at_any_operation_of_a_best_save_resumes_with_a_good_best(tmp_pa
             shutil.copytree(tmp_path / "live" / "es", tmp_path / "disk" / "es")
             raise Crash(operation)
 
-    monkeypatch.setattr(checkpoint, "fault_hook", crash)
+    stop = inject(crash, monkeypatch)
     with pytest.raises(Crash):
         go(raw(tmp_path / "live", **FAULTS))
-    monkeypatch.setattr(checkpoint, "fault_hook", None)
+    stop()
     ckpts = tmp_path / "disk" / "es" / "checkpoints"
     # what the crash left: `best` names a whole checkpoint, the new one or the previous
     assert checkpoint.read_pointer(ckpts, checkpoint.BEST) in ("ckpt-00000005.npz", "ckpt-00000010.npz")
@@ -604,8 +607,8 @@ def test_a_crash_at_any_operation_of_a_best_save_resumes_with_a_good_best(tmp_pa
 
 
 def test_runs_shows_stopped_and_watch_ends_on_it(stopped, cli):
-    from gdtrain.inspect_run import watch
-    from gdtrain.runs_table import describe
+    from gdtrain.run.inspect_run import watch
+    from gdtrain.run.runs_table import describe
 
     row = describe(stopped[0])
     assert row["status"] == "stopped" and row["step"] == 85 and row["total_steps"] == 300

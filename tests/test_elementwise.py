@@ -1,4 +1,4 @@
-"""The step's element-wise parts run block by block (gdtrain/elementwise.py) with the very
+"""The step's element-wise parts run block by block (gdtrain/core/elementwise.py) with the very
 bits of running each part over the whole arrays in turn, as the step did before: for every
 optimizer x penalty x clip x EMA, float32 and float64, frozen parameters, block sizes that
 divide no array, two threads, non-contiguous arrays; Adam's powers advance once per step."""
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from tool_runs import config, values_npz
 
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
+from gdtrain.core.elementwise import ElementwisePass, plan_blocks
+from gdtrain.core.optimizers import OPTIMIZERS
+from gdtrain.core.train import StepResult, Trainer
 from gdtrain.data import load_dataset
-from gdtrain.elementwise import ElementwisePass, plan_blocks
-from gdtrain.optimizers import OPTIMIZERS
-from gdtrain.train import StepResult, Trainer
 
 OPTIMIZER_CASES = {
     "sgd": {"name": "sgd", "learning_rate": 0.05},

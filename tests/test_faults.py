@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from file_faults import inject
 from resume_helpers import (
     Recorder,
     assert_same_state,
@@ -23,9 +24,9 @@ from resume_helpers import (
     write_yaml,
 )
 
-from gdtrain import checkpoint
 from gdtrain.errors import CheckpointError
-from gdtrain.rundir import RunDir
+from gdtrain.run import atomic, checkpoint
+from gdtrain.run.rundir import RunDir
 
 # 30 steps, a checkpoint every 5, the newest 2 kept: the third save (step 15) is the
 # first that also prunes, so it performs every kind of file operation a save has.
@@ -46,7 +47,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def save_operations(tmp_path_factory):
-    """The names of the file operations one save performs, in order, seen via fault_hook."""
+    """The names of the file operations one save performs, in order, seen via file_faults.inject."""
     root = tmp_path_factory.mktemp("faults-ops")
     seen: list[list[str]] = []
 
@@ -55,17 +56,17 @@ def save_operations(tmp_path_factory):
             seen.append([])
         seen[-1].append(op)
 
-    checkpoint.fault_hook = record
+    stop = inject(record)
     try:
         run(make_config(root, "ref", FAULTS))
     finally:
-        checkpoint.fault_hook = None
+        stop()
     return seen[CRASH_SAVE - 1]
 
 
 def temporaries(run_dir: Path) -> list[str]:
     return sorted(p.name for d in (run_dir, run_dir / "checkpoints") if d.is_dir()
-                  for p in d.iterdir() if p.name.startswith(checkpoint.TMP_PREFIX))
+                  for p in d.iterdir() if p.name.startswith(atomic.TMP_PREFIX))
 
 
 # What the issue describes, in order; the test below checks the hook sees exactly these,
@@ -104,10 +105,10 @@ def test_a_crash_at_any_file_operation_of_a_save_resumes_bit_identical(
         tmp_path, monkeypatch, reference, save_operations, index):
     operation = save_operations[index]
     disk = tmp_path / "disk" / "ref"
-    monkeypatch.setattr(checkpoint, "fault_hook", _crash_at(operation, tmp_path / "live" / "ref", disk))
+    stop = inject(_crash_at(operation, tmp_path / "live" / "ref", disk), monkeypatch)
     with pytest.raises(Crash):
         run(make_config(tmp_path / "live", "ref", FAULTS))
-    monkeypatch.setattr(checkpoint, "fault_hook", None)
+    stop()
 
     left = temporaries(disk)
     ckpts = disk / "checkpoints"
@@ -312,7 +313,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_pointer(
         tmp_path, cli, monkeypatch, reference, code, operation):
     config = write_yaml(tmp_path / "c.yaml", tmp_path / "runs", "ref", FAULTS)
     ckpts = tmp_path / "runs" / "ref" / "checkpoints"
-    monkeypatch.setattr(checkpoint, "fault_hook", _fail_with(code, operation))
+    stop = inject(_fail_with(code, operation), monkeypatch)
     exit_code, _, err = cli("run", config, "-q")
     assert exit_code == 2
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -327,7 +328,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_pointer(
     status = json.loads((tmp_path / "runs" / "ref" / "status.json").read_text())
     assert status["status"] == "failed" and "ckpt-00000015.npz" in status["error"]
     # space back: the same command resumes from step 10 and ends where it should
-    monkeypatch.setattr(checkpoint, "fault_hook", None)
+    stop()
     exit_code, out, err = cli("run", config, "-q")
     assert exit_code == 0, err
     assert_same_state(checkpoint_arrays(tmp_path / "runs" / "ref"), reference)
@@ -338,7 +339,7 @@ def test_pruning_that_fails_does_not_fail_the_save(tmp_path, monkeypatch, refere
         if op == "delete old checkpoint":
             raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(checkpoint, "fault_hook", hook)
+    inject(hook, monkeypatch)
     run(make_config(tmp_path, "ref", FAULTS))
     # hook raises before unlink, so nothing was pruned, and nothing failed
     assert len(checkpoint.list_checkpoints(tmp_path / "ref" / "checkpoints")) == 6
@@ -396,7 +397,7 @@ def test_a_lock_taken_on_a_file_removed_meanwhile_is_taken_again(tmp_path, monke
     which guards a file no longer in the directory: it locks the run's new .lock."""
     import fcntl
 
-    from gdtrain import rundir
+    from gdtrain.run import rundir
 
     rd = RunDir(tmp_path / "runs" / "ref")
     rd.ensure_writable()
@@ -443,7 +444,7 @@ def test_a_run_refused_because_another_holds_the_lock_removes_nothing(tmp_path, 
 
 HOLD_LOCK = """
 import sys, time
-from gdtrain.rundir import RunDir
+from gdtrain.run.rundir import RunDir
 rd = RunDir(sys.argv[1]); rd.ensure_writable(); rd.lock()
 print("locked", flush=True)
 time.sleep(120)
@@ -469,9 +470,9 @@ def test_the_lock_names_another_process_and_dies_with_it(tmp_path, cli):
 
 
 def test_describe_os_error_names_the_errno():
-    assert checkpoint.describe_os_error(OSError(errno.ENOSPC, "No space left on device")) == \
+    assert atomic.describe_os_error(OSError(errno.ENOSPC, "No space left on device")) == \
         "no space left on device (ENOSPC)"
-    assert checkpoint.describe_os_error(OSError(errno.EROFS, os.strerror(errno.EROFS))) == \
+    assert atomic.describe_os_error(OSError(errno.EROFS, os.strerror(errno.EROFS))) == \
         f"{os.strerror(errno.EROFS)} (EROFS)"
 
 

@@ -8,10 +8,10 @@ import json
 import pytest
 from tool_runs import classes_npz, config, values_npz, write_yaml
 
-from gdtrain.config import resolve
-from gdtrain.gradcheck import gradcheck
-from gdtrain.losses import LOSSES
-from gdtrain.models import ACTIVATIONS, MODELS
+from gdtrain.commands.gradcheck import gradcheck
+from gdtrain.config.validate import resolve
+from gdtrain.core.losses import LOSSES
+from gdtrain.core.models import ACTIVATIONS, MODELS
 
 # every model, and the MLP with each activation, two layers and four with dropout
 MODEL_CASES = [(m, {}) for m in sorted(MODELS) if m != "mlp"] + [

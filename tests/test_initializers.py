@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gdtrain.core.initializers import INITIALIZERS
+from gdtrain.core.models import MODELS
+from gdtrain.core.train import initial_params
 from gdtrain.errors import ConfigError, DataError
-from gdtrain.initializers import INITIALIZERS
-from gdtrain.models import MODELS
-from gdtrain.train import initial_params
 
 SHAPES = [(7,), (30, 20), (1, 1)]
 

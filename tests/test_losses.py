@@ -1,7 +1,7 @@
 """Every loss against a closed form written here with plain `math`, and its gradient
 against central differences, in float64; driven by LOSSES so a new loss needs a reference.
 
-Reductions (gdtrain/losses.py, DESIGN.md): `sum` adds every term; `mean` divides by the
+Reductions (gdtrain/core/losses.py, DESIGN.md): `sum` adds every term; `mean` divides by the
 number of rows for softmax cross-entropy and by the number of elements (rows × outputs)
 for sigmoid cross-entropy and MSE, as tf.reduce_mean does.
 """
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
+from gdtrain.core.losses import LOSSES
 from gdtrain.errors import ConfigError
-from gdtrain.losses import LOSSES
 
 # ------------------------------------------------------------------ independent references
 
@@ -247,3 +247,11 @@ def test_predictions():
 def test_bad_reduction_is_a_config_error(name):
     with pytest.raises(ConfigError, match="reduction"):
         LOSSES.build(name, {"reduction": "average"}, "loss")
+
+
+def test_what_a_loss_asks_of_targets_is_declared_by_the_loss():
+    """check_loss_fits and predict ask the Loss, not its name."""
+    xent, sig, mse = (LOSSES.build(n, {}, "loss") for n in ("cross_entropy", "sigmoid_cross_entropy", "mse"))
+    assert (xent.min_outputs, xent.distribution_targets, xent.predicts) == (2, True, "distribution")
+    assert (sig.min_outputs, sig.distribution_targets, sig.predicts) == (1, False, "per_output")
+    assert (mse.min_outputs, mse.distribution_targets, mse.predicts) == (1, False, "values")

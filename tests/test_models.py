@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
+from gdtrain.core.losses import LOSSES
+from gdtrain.core.models import ACTIVATIONS, LEAKY_RELU_ALPHA, MODELS
 from gdtrain.errors import ConfigError
-from gdtrain.losses import LOSSES
-from gdtrain.models import ACTIVATIONS, LEAKY_RELU_ALPHA, MODELS
 
 IN, OUT, BATCH, HIDDEN = 4, 3, 6, 5
 DEEP = [5, 4, 3]  # four layers: W1 … W4

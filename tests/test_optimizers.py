@@ -1,5 +1,5 @@
 """Every optimizer against TF1's update formula (DESIGN.md), written out here independently
-of gdtrain/optimizers.py, for one and two steps in float64; and, for every registered
+of gdtrain/core/optimizers.py, for one and two steps in float64; and, for every registered
 optimizer, descent on a quadratic, slots only for the parameters given, dtypes kept.
 """
 
@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 
+from gdtrain.core.optimizers import OPTIMIZERS
 from gdtrain.errors import ConfigError
-from gdtrain.optimizers import OPTIMIZERS
 
 # ------------------------------------------------------------------ TF1 formulas, by hand
 # Each reference takes the options and a list of (gradient, lr) per step for one parameter

@@ -15,9 +15,10 @@ import yaml
 from tool_runs import SMALL, merged, values_npz
 from typer.testing import CliRunner
 
-from gdtrain.cli import app
-from gdtrain.config import classify_drift, resolve
-from gdtrain.runner import RunOptions, train
+from gdtrain.commands.cli import app
+from gdtrain.config.drift import classify_drift
+from gdtrain.config.validate import resolve
+from gdtrain.run.loop import RunOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from tool_runs import classifier, config, run, run_dir, write_yaml
 
-from gdtrain.config import resolve
-from gdtrain.plan import make_plan
-from gdtrain.rundir import RunDir
-from gdtrain.schedules import build_schedule
+from gdtrain.commands.plan import make_plan
+from gdtrain.config.validate import resolve
+from gdtrain.core.schedules import build_schedule
+from gdtrain.run.rundir import RunDir
 
 SCHEDULES = {
     "constant": None,
@@ -141,13 +141,13 @@ def test_a_damaged_newest_checkpoint_is_skipped_as_the_run_would(tmp_path):
 def test_a_checkpoint_whose_config_fails_its_hash_is_skipped_as_the_run_would(tmp_path):
     """plan and run share checkpoint.saved_config: a stored config edited after the save
     is damage, so both fall back to the older checkpoint."""
-    from gdtrain import checkpoint
-    from gdtrain.runner import train
+    from gdtrain.run import checkpoint, npz
+    from gdtrain.run.loop import train
 
     raw = classifier(tmp_path, train={"steps": 20, "checkpoint_every": 10})
     run(raw)
     newest = run_dir(raw) / "checkpoints" / "ckpt-00000020.npz"
-    data = checkpoint.read_npz(newest)
+    data = npz.read_npz(newest)
     meta = json.loads(data.pop(checkpoint.META_KEY).tobytes())
     meta["config"]["optimizer"]["learning_rate"] = 9.0  # the hash beside it is unchanged
     np.savez(newest, **data, **{checkpoint.META_KEY: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
@@ -172,3 +172,15 @@ def test_cli_plan(tmp_path, cli):
     assert "reaches 0.9 after 80 updates" in out and "resume    start" in out
     code, _, err = cli("plan", path, "--set", "train.steps=0")
     assert code == 2 and "train.steps" in err
+
+
+def test_plan_shows_the_model_s_dropout(tmp_path, cli):
+    """From what the model says of itself (Model.notes), in the plan and on the terminal."""
+    raw = classifier(tmp_path, model={"name": "mlp", "hidden": [4, 3], "dropout": [0.25, 0.5]})
+    notes = make_plan(resolve(raw))["model"]["notes"]
+    assert notes == ["relu on 2 hidden layers", "dropout 0.25, 0.5 on the hidden layers' outputs "
+                     "(training steps only; kept units scaled by 1/(1 - rate))"]
+    code, out, err = cli("plan", write_yaml(tmp_path / "c.yaml", raw))
+    assert code == 0, err
+    assert "dropout 0.25, 0.5" in " ".join(out.split())
+    assert "dropout" not in " ".join(make_plan(resolve(classifier(tmp_path)))["model"]["notes"])

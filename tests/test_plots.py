@@ -7,7 +7,7 @@ import sys
 import pytest
 from tool_runs import classifier, config, run, run_dir
 
-from gdtrain import plots
+from gdtrain.commands import plots
 
 
 def _pixels(size: tuple[float, float], panels: int = 1) -> tuple[int, int]:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from tool_runs import classifier, config, run, run_dir, write_yaml
 
-from gdtrain.checkpoint import read_npz
-from gdtrain.config import resolve
+from gdtrain.config.validate import resolve
+from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
-from gdtrain.inspect_run import load_trainer
-from gdtrain.train import Trainer
+from gdtrain.run.inspect_run import load_trainer
+from gdtrain.run.npz import read_npz
 
 
 def _softmax(z):
@@ -56,7 +56,7 @@ def test_exported_weights_round_trip_through_init_from(trained, tmp_path, cli):
     assert cli("export", run_dir(trained), "--out", weights)[0] == 0
     raw = classifier(tmp_path, "again", model={"name": "softmax", "init": {"from": str(weights)}},
                      train={"steps": 2})
-    trainer = Trainer(resolve(raw), load_dataset(resolve(raw)["data"], "float32"))
+    trainer = Trainer(resolve(raw), load_dataset(resolve(raw)["data"], "float32"), read_arrays=read_npz)
     exported = read_npz(weights)
     assert all(np.array_equal(trainer.params[k], exported[k]) for k in ("W", "b"))
     # and a run starts from them: its predictions before any update are the first run's
@@ -112,8 +112,8 @@ def _idx_ubyte(path, arr: np.ndarray) -> None:
 def test_predict_on_idx_bytes_matches_evaluation_on_the_dataset_bit_for_bit(tmp_path):
     """IDX bytes given to predict become the very float32 features the mnist dataset gives
     the same images, so the outputs are those of evaluation, bit for bit."""
-    from gdtrain.evaluate import outputs
-    from gdtrain.predict import predict, read_inputs
+    from gdtrain.commands.predict import predict, read_inputs
+    from gdtrain.core.evaluate import outputs
 
     rng = np.random.default_rng(5)
     train = rng.integers(0, 256, (8, 16, 16)).astype(np.uint8)
@@ -253,7 +253,7 @@ def test_pixel_bytes_in_npz_or_csv_are_scaled_as_in_training(pixel_run, tmp_path
     """A model trained on MNIST pixels (bytes ×1/255, as its dataset records): bytes given in
     an npz (uint8 or any integer), as whole numbers in a CSV, or already scaled to [0, 1],
     all become the very features of training, bit for bit, as IDX bytes do."""
-    from gdtrain.predict import predict, read_inputs
+    from gdtrain.commands.predict import predict, read_inputs
 
     run_path, pixels = pixel_run
     trainer, _, _ = load_trainer(run_path)
@@ -301,7 +301,7 @@ def test_inputs_on_neither_scale_are_refused_saying_which_scale(pixel_run, tmp_p
 
 def test_a_model_trained_on_plain_numbers_takes_npz_integers_as_they_are(trained, tmp_path):
     """Features that were never codes (the blobs' floats) get no scaling: 200 is 200."""
-    from gdtrain.predict import read_inputs
+    from gdtrain.commands.predict import read_inputs
 
     trainer, _, _ = load_trainer(run_dir(trained))
     np.savez(tmp_path / "ints.npz", x=np.array([[200, 3], [-7, 0]], np.int64))

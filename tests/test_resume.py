@@ -18,7 +18,7 @@ from resume_helpers import (
     write_yaml,
 )
 
-from gdtrain import checkpoint
+from gdtrain.run import checkpoint
 
 STEPS = 30
 
@@ -280,7 +280,7 @@ def test_options_added_since_a_checkpoint_count_as_their_defaults(tmp_path):
     import shutil
     from pathlib import Path
 
-    from gdtrain.config import resolve
+    from gdtrain.config.validate import resolve
     from gdtrain.errors import ConfigError
 
     fixtures = Path(__file__).resolve().parent / "fixtures"

@@ -11,9 +11,9 @@ import pytest
 from tool_runs import SignalAt, classifier, config, run, run_dir
 
 from gdtrain.errors import DataError, DivergedError, Interrupted
-from gdtrain.rundir import RunDir
-from gdtrain.runner import Reporter
-from gdtrain.runs_table import describe, table
+from gdtrain.run.hooks import Reporter
+from gdtrain.run.rundir import RunDir
+from gdtrain.run.runs_table import describe, table
 
 
 class FailAt(Reporter):

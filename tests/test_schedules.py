@@ -9,8 +9,8 @@ import math
 
 import pytest
 
+from gdtrain.core.schedules import SCHEDULES, build_schedule
 from gdtrain.errors import ConfigError
-from gdtrain.schedules import SCHEDULES, build_schedule
 
 LR = 0.1
 
@@ -155,9 +155,25 @@ def test_exponential_without_a_floor_is_tf1s_expression_bit_for_bit():
 def test_tutorial_ladder_learning_rates(name, formula):
     from pathlib import Path
 
-    from gdtrain.config import load
+    from gdtrain.config.loading import load
 
     config = load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     schedule = build_schedule(config["schedule"], config["optimizer"]["learning_rate"], 600, 10000)
     for step in (0, 1, 1000, 2000, 5000, 9999):
         assert schedule(step) == pytest.approx(formula(step), rel=1e-12), step
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_a_schedule_declares_whether_it_spans_the_run(name):
+    """The `spans_run` trait (what the resume drift check asks) matches what the rates do:
+    built for two run lengths, the schedules that span the run differ, the others do not."""
+    options = {o.name: o.default for o in SCHEDULES.options(name) if not o.required}
+    if name == "piecewise_constant":
+        options.update(boundaries=[5], values=[0.2, 0.1])
+    spans_run = SCHEDULES.trait(name, "spans_run")
+    declared = bool(spans_run and spans_run(options))
+    rates = [[build_schedule({"name": name, **options}, 0.1, 10.0, total)(k) for k in range(0, 100, 7)]
+             for total in (100, 200)]
+    assert declared == (rates[0] != rates[1])
+    if spans_run:
+        assert not spans_run({**options, "decay_steps": 50})

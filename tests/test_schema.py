@@ -1,4 +1,4 @@
-"""The JSON Schema of a config (gdtrain/schema.py, docs/gdtrain.schema.json).
+"""The JSON Schema of a config (gdtrain/config/schema.py, docs/gdtrain.schema.json).
 
 It is generated from the registries, so it must agree with `resolve`: on a table of cases
 built from every registered component and option (its defaults, values at and beyond each
@@ -26,13 +26,16 @@ from resume_helpers import RESUME_RAW
 from test_config_fuzz import FUZZ, VALID, mutated
 from tool_runs import SMALL, merged
 
-from gdtrain import config as config_module
-from gdtrain.components import _tables
-from gdtrain.config import REQUIRED, SECTION_SHAPES, TOP_LEVEL, load, load_file, parse_yaml, resolve
+from gdtrain.config import sections as config_module
+from gdtrain.config.components import _tables
+from gdtrain.config.loading import load
+from gdtrain.config.schema import DRAFT, config_schema, render_schema
+from gdtrain.config.sections import REQUIRED, SECTION_SHAPES, TOP_LEVEL
+from gdtrain.config.validate import resolve
+from gdtrain.config.yaml_file import load_file, parse_yaml
+from gdtrain.core.optimizers import OPTIMIZERS, Optimizer
+from gdtrain.core.registry import OneOf, Option, Positive, Range, _unwrap, coerce
 from gdtrain.errors import ConfigError
-from gdtrain.optimizers import OPTIMIZERS, Optimizer
-from gdtrain.registry import OneOf, Option, Positive, Range, _unwrap, coerce
-from gdtrain.schema import DRAFT, config_schema, render_schema
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "docs" / "gdtrain.schema.json"

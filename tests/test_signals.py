@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from file_faults import inject
 from resume_helpers import (
     Recorder,
     assert_same_state,
@@ -22,9 +23,9 @@ from resume_helpers import (
     write_yaml,
 )
 
-from gdtrain import checkpoint
 from gdtrain.errors import Interrupted
-from gdtrain.runner import RunOptions, train
+from gdtrain.run import checkpoint
+from gdtrain.run.loop import RunOptions, train
 
 # Far more steps than the test lets it run: the signal always lands mid-run.
 ENDLESS = {"train": {"steps": 1_000_000, "log_every": 50, "checkpoint_every": 0}}
@@ -103,11 +104,11 @@ def test_more_signals_while_saving_change_nothing(tmp_path, monkeypatch):
         ops.append(op)
         os.kill(os.getpid(), signal.SIGINT if len(ops) % 2 else signal.SIGTERM)
 
-    monkeypatch.setattr(checkpoint, "fault_hook", more_signals)
+    stop = inject(more_signals, monkeypatch)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as info:
         train(make_config(tmp_path, "ref", cfg), _SignalAtStep(7), RunOptions(handle_signals=True))
-    monkeypatch.setattr(checkpoint, "fault_hook", None)
+    stop()
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert info.value.exit_code == 130 and "SIGINT at step 7/30" in str(info.value)
     assert "rename checkpoint" in ops and "rename pointer" in ops  # signalled all through the save

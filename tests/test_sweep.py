@@ -21,9 +21,10 @@ import yaml
 from resume_helpers import assert_same_state, checkpoint_arrays
 
 from gdtrain import api
-from gdtrain.config import dump_yaml, resolve
+from gdtrain.config.validate import resolve
+from gdtrain.config.yaml_file import dump_yaml
 from gdtrain.errors import ConfigError
-from gdtrain.runner import RunOptions, train
+from gdtrain.run.loop import RunOptions, train
 from gdtrain.sweep import spec as spec_mod
 from gdtrain.sweep.halving import survivors
 from gdtrain.sweep.spec import load_sweep
@@ -148,11 +149,31 @@ def test_missing_base_config_and_broken_base_config_name_their_files(tmp_path, c
     path = tmp_path / "sw.yaml"
     path.write_text("config: nope.yaml\nparameters: {optimizer.learning_rate: {values: [0.1]}}\n")
     code, _, err = cli("sweep", path)
-    assert code == 2 and "sw.yaml: line 1: config: nope.yaml: no such file" in err
+    assert code == 2 and (f"sw.yaml: line 1: config: nope.yaml ({tmp_path / 'nope.yaml'}, relative to the "
+                          "sweep file's directory): no such file") in err, err
     path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.1]}}},
                        base={**BASE, "train": {**BASE["train"], "batch_size": -1}})
     code, _, err = cli("sweep", path)
     assert code == 2 and re.search(r"base\.yaml: line \d+: train\.batch_size: must be >= 1, got -1", err), err
+
+
+def test_the_base_config_is_found_relative_to_the_sweep_file_from_any_working_directory(tmp_path, cli,
+                                                                                      monkeypatch):
+    """The paths rule of configs: a relative path in a file is relative to that file's directory."""
+    config = json.loads(json.dumps(BASE))
+    config["run"]["dir"] = str(tmp_path / "runs")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (tmp_path / "sweeps").mkdir()
+    path = tmp_path / "sweeps" / "sw.yaml"
+    path.write_text("config: ../configs/base.yaml\nparameters: {optimizer.learning_rate: {values: [0.1]}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_sweep(Path("..") / "sweeps" / "sw.yaml")
+    assert spec.config_path == tmp_path / "configs" / "base.yaml"
+    code, out, err = cli("sweep", path, "--dry-run")
+    assert code == 0, err
 
 
 # ---------------------------------------------------------------- trials
@@ -282,7 +303,7 @@ def test_a_finished_sweep_run_again_trains_nothing(small_sweep, cli):
 
 def test_plot_of_a_sweep_draws_its_groups(small_sweep, tmp_path, cli):
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
-    from gdtrain.plots import plot_sweep
+    from gdtrain.commands.plots import plot_sweep
 
     _, directory, _, _ = small_sweep
     code, out, err = cli("plot", directory, "--out", tmp_path / "sweep.png")
@@ -313,7 +334,7 @@ def test_a_trial_that_fails_is_recorded_with_its_message(tmp_path, cli):
 
 
 def test_a_trial_locked_by_another_process_is_running_elsewhere_and_waited_for(tmp_path, cli):
-    from gdtrain.rundir import RunDir
+    from gdtrain.run.rundir import RunDir
 
     path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.1, 0.2]}}})
     held = RunDir(tmp_path / "runs" / "sw" / "learning_rate-0.1_seed-0")

@@ -31,7 +31,7 @@ if importlib.util.find_spec("ray") is None:  # found, not imported: each sweep i
 from resume_helpers import assert_same_state, checkpoint_arrays  # noqa: E402
 from test_sweep import LR, REPO, SLOW, reference, write_sweep  # noqa: E402
 
-from gdtrain import checkpoint  # noqa: E402
+from gdtrain.run import checkpoint  # noqa: E402
 from gdtrain.sweep.spec import load_sweep  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")

@@ -10,7 +10,7 @@ import pytest
 from tool_runs import SignalAt, classifier, run, run_dir, write_yaml
 
 from gdtrain.errors import Interrupted
-from gdtrain.rundir import RunDir
+from gdtrain.run.rundir import RunDir
 
 
 def _crc32c_table() -> list[int]:
@@ -123,8 +123,8 @@ def test_a_resumed_run_purges_the_steps_it_redoes(tmp_path):
     assert starts == [13]  # records up to the checkpoint (12) stay; later ones are redone
     assert scalars(tb) == _expected(RunDir(run_dir(raw)).read_metrics())
     # --restart begins again at 0: the old event files go, as the old metrics log does
-    from gdtrain.config import resolve
-    from gdtrain.runner import RunOptions, train
+    from gdtrain.config.validate import resolve
+    from gdtrain.run.loop import RunOptions, train
 
     train(resolve(raw), None, RunOptions(restart=True))
     assert len(list(tb.glob("events.out.tfevents.*"))) == 1

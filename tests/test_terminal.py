@@ -25,7 +25,7 @@ import typer
 import yaml
 from tool_runs import SMALL, classes_npz, merged, values_npz
 
-from gdtrain.cli import app
+from gdtrain.commands.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 SOFTMAX = REPO / "configs" / "mnist_softmax.yaml"

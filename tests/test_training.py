@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdtrain import checkpoint
-from gdtrain.batching import BatchStream
-from gdtrain.config import load
-from gdtrain.data import Split
+from gdtrain.config.loading import load
+from gdtrain.core.batching import BatchStream
+from gdtrain.core.dataset import Split
+from gdtrain.core.losses import LOSSES
+from gdtrain.core.models import MODELS
+from gdtrain.core.optimizers import OPTIMIZERS
 from gdtrain.errors import ConfigError, DivergedError
-from gdtrain.losses import LOSSES
-from gdtrain.models import MODELS
-from gdtrain.optimizers import OPTIMIZERS
-from gdtrain.runner import RunOptions, train
+from gdtrain.run import checkpoint
+from gdtrain.run.loop import RunOptions, train
 
 F64 = {"run": {"dtype": "float64"}}
 MLP = {"model": {"name": "mlp", "hidden": 3, "activation": "tanh"}}
@@ -86,6 +86,14 @@ def test_eval_params_use_shadows_for_trainable_only(make_trainer):
     ev = t.eval_params("ema")
     assert ev["W1"] is t.ema["W1"] and ev["b1"] is t.params["b1"]
     assert t.eval_params("raw") is t.params
+
+
+def test_unknown_weights_are_a_plain_value_error_in_the_core(make_trainer):
+    """The core names no command-line flag: `--weights` is the commands' wording."""
+    t = make_trainer()
+    with pytest.raises(ValueError, match="weights: expected one of ema, raw, got 'best'") as info:
+        t.weights_used("best")
+    assert "--" not in str(info.value)
 
 
 # ------------------------------------------------------------------ L2
@@ -328,7 +336,7 @@ def small_npz(tmp_path_factory):
 @pytest.mark.parametrize("loss", LOSSES.names())
 @pytest.mark.parametrize("model", MODELS.names())
 def test_every_model_loss_optimizer_trains(make_trainer, small_npz, model, loss, optimizer):
-    from gdtrain.evaluate import evaluate
+    from gdtrain.core.evaluate import evaluate
 
     data = "values.npz" if not LOSSES.build(loss, {}, "loss").accepts_classes else "classes.npz"
     t = make_trainer({"data": {"name": "npz", "path": str(small_npz / data)},
@@ -369,7 +377,7 @@ def test_a_step_drops_units_with_the_key_of_its_seed_and_step(make_trainer):
 def test_evaluation_never_drops_units(make_trainer):
     """After training with dropout, evaluation equals the same weights in the model without
     dropout, bit for bit, and is the same every time."""
-    from gdtrain.evaluate import evaluate
+    from gdtrain.core.evaluate import evaluate
 
     t = make_trainer(DROPOUT_MLP)
     for _ in range(5):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from resume_helpers import make_config, run, write_yaml
 
-from gdtrain import checkpoint, inspect_run
-from gdtrain.inspect_run import WatchTimeout, watch
+from gdtrain.run import checkpoint, inspect_run
+from gdtrain.run.inspect_run import WatchTimeout, watch
 
 EVERY_FIVE = {"train": {"checkpoint_every": 5, "keep_checkpoints": 10, "log_every": 0}}
 

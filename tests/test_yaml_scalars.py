@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from gdtrain.config import parse_yaml
+from gdtrain.config.yaml_file import parse_yaml
 from gdtrain.errors import ConfigError
 
 

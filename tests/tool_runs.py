@@ -1,7 +1,7 @@
 """Small runs for the inspection-tool tests: configs, data files and finished run directories.
 
 Everything is written under the test's tmp_path; runs train in-process through
-runner.train, in a second or less each. `SMALL` and `merged` are also the base config
+run.loop.train, in a second or less each. `SMALL` and `merged` are also the base config
 and the merge of conftest, test_bad_input, test_config_fuzz and resume_helpers.
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gdtrain.config import resolve
-from gdtrain.runner import Reporter, RunOptions, train
+from gdtrain.config.validate import resolve
+from gdtrain.run.hooks import Reporter
+from gdtrain.run.loop import RunOptions, train
 
 # A small generator-backed config: fast, real-valued targets, every section plain.
 SMALL = {

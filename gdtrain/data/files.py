@@ -17,9 +17,10 @@ from typing import Annotated
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ..core.dataset import Dataset, Split
+from ..core.registry import NonNegativeInt, OneOf, PathText, PositiveInt
 from ..errors import DataError
-from ..registry import NonNegativeInt, OneOf, PathText, PositiveInt
-from . import DATASETS, Dataset, Split, file_errors, hold_out
+from . import DATASETS, file_errors, hold_out
 
 # ----------------------------------------------------------------------------- npz
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ..core.dataset import Dataset, Split
+from ..core.registry import NonNegativeInt, PathText
 from ..errors import DataError
-from ..registry import NonNegativeInt, PathText
-from . import DATASETS, Dataset, Split, hold_out
+from . import DATASETS, hold_out
 from .idx import read_idx
 
 CACHE_VERSION = 2  # 2: keyed by content instead of size and mtime

@@ -13,8 +13,9 @@ from typing import Annotated
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ..registry import NonNegative, Positive, PositiveInt, Range
-from . import DATASETS, Dataset, Split
+from ..core.dataset import Dataset, Split
+from ..core.registry import NonNegative, Positive, PositiveInt, Range
+from . import DATASETS
 
 Seed = Annotated[int, Range(ge=0, lt=2**32)]  # what RandomState accepts
 TestFraction = Annotated[float, Range(ge=0, lt=1)]

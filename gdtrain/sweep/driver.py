@@ -60,8 +60,8 @@ class _Stop:
 
 def on_disk(trial: Trial, budget: int | None) -> dict | None:
     """The trial's result at `budget` (None: at its end) if its run directory has it."""
-    from ..config import dump_yaml
-    from ..rundir import RunDir
+    from ..config.yaml_file import dump_yaml
+    from ..run.rundir import RunDir
 
     rd = RunDir(trial.run_dir)
     try:

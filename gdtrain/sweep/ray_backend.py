@@ -33,7 +33,7 @@ def ray_trial(task: dict, num_cpus: int) -> dict:
     """One trial inside a Ray worker, its BLAS threads pinned to the task's CPUs."""
     import ray
 
-    from .. import compute
+    from ..core import compute
     from .worker import run_trial
 
     with compute.threads(num_cpus):

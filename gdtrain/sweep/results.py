@@ -151,7 +151,7 @@ def csv_text(result: dict) -> str:
 
 def write(result: dict, directory: Path) -> list[Path]:
     """sweep.json and sweep.csv in the sweep directory, each replaced atomically."""
-    from ..rundir import write_text_atomic
+    from ..run.rundir import write_text_atomic
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / RESULTS_JSON, directory / RESULTS_CSV]

@@ -7,7 +7,7 @@ docs/sweep-reference.md (`gdtrain components sweep --markdown`). Every problem n
 file, the line and the key; all are reported at once, and nothing is written.
 
     name: mnist_lr                          # runs/<name>/<trial>/ (default: the file's name)
-    config: configs/mnist_softmax.yaml      # the base config every trial starts from
+    config: ../configs/mnist_softmax.yaml   # the base config every trial starts from
     parameters:
       optimizer.learning_rate: {values: [0.003, 0.01, 0.03]}
       train.eval_every: {value: 100}        # the same for every trial, not in the names
@@ -17,13 +17,13 @@ file, the line and the key; all are reported at once, and nothing is written.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from ..errors import ConfigError
-from ..registry import (
+from ..core.registry import (
     NonNegativeInt,
     OneOf,
     Positive,
@@ -35,6 +35,7 @@ from ..registry import (
     suggest,
     type_name,
 )
+from ..errors import ConfigError
 
 SECTIONS = Registry("sweep section")
 PARAMETERS = Registry("parameter kind")
@@ -54,8 +55,8 @@ def sweep_file(
 ):
     """The top level of a sweep file.
 
-    config: the base config file every trial starts from (a path from the working
-      directory, like the paths inside configs)
+    config: the base config file every trial starts from (a relative path is relative to
+      the sweep file's directory, as the paths inside a config are to the config's)
     parameters: dotted config key -> how it varies: {values: [...]}, {value: x} or
       {distribution: ..., min: ..., max: ...} (see the parameter kinds)
     name: the sweep's directory under the base config's run.dir (default: the sweep file's name)
@@ -287,7 +288,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def read_sweep_file(path: Path) -> tuple[dict, dict[str, int], str]:
     """(mapping, line map, text) of a sweep file; ConfigError for a file that is not one."""
-    from ..config import read_yaml_mapping
+    from ..config.yaml_file import read_yaml_mapping
 
     return read_yaml_mapping(path, "sweep file", "empty sweep file; expected a mapping with config and "
                              "parameters", "(config, parameters, ...)")
@@ -295,7 +296,8 @@ def read_sweep_file(path: Path) -> tuple[dict, dict[str, int], str]:
 
 def parse(path: str | Path) -> SweepSpec:
     """Check a sweep file on its own and read its base config: a SweepSpec without trials."""
-    from ..config import _locate, load_file
+    from ..config.locate import locate
+    from ..config.yaml_file import load_file
 
     path = Path(path)
     raw, lines, _ = read_sweep_file(path)
@@ -341,14 +343,17 @@ def parse(path: str | Path) -> SweepSpec:
     config_path = None
     base: dict = {}
     if isinstance(top.get("config"), str):
-        config_path = Path(top["config"])
+        # one rule for every path written in a file: relative to that file's directory
+        written = os.path.expanduser(top["config"])
+        config_path = Path(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), written)))
         if not config_path.is_file():
             what = "is a directory" if config_path.is_dir() else "no such file"
-            problems.append(f"config: {config_path}: {what}; expected the base config file")
+            how = "" if os.path.isabs(written) else f" ({config_path}, relative to the sweep file's directory)"
+            problems.append(f"config: {top['config']}{how}: {what}; expected the base config file")
             config_path = None
 
     if problems:
-        raise ConfigError([_locate(p, lines) for p in problems], str(path))
+        raise ConfigError([locate(p, lines) for p in problems], str(path))
     base, base_lines = load_file(config_path)  # its problems are reported with its name and lines
     return SweepSpec(path=path, name=str(name), config_path=config_path, base=base, base_lines=base_lines,
                      parameters=parameters, fixed=fixed, method=method, samples=top.get("samples"),
@@ -370,7 +375,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 def describe() -> dict[str, list[dict]]:
     """{"sections": [...], "parameters": [...]}: every key of a sweep file, from the code."""
-    from ..components import plain_value
+    from ..config.components import plain_value
 
     def entry(registry: Registry, name: str) -> dict:
         return {"name": name, "summary": registry.summary(name), "options": [

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.registry import show
 from ..errors import ConfigError
-from ..registry import show
 from .spec import Parameter, SweepSpec
 
 # Config keys that hold paths, read relative to the working directory: made absolute
@@ -184,7 +184,9 @@ def _owner(problem: str, keys: list[str]) -> str | None:
 def build_trials(spec: SweepSpec) -> list[Trial]:
     """Expand the sweep into trials with resolved configs; ConfigError with every problem,
     each at the sweep file's line of the parameter it comes from (or the base config's)."""
-    from ..config import _locate, resolve, run_dir
+    from ..config.locate import locate
+    from ..config.paths import run_dir
+    from ..config.validate import resolve
 
     sweep_problems: list[str] = []
     base_problems: list[str] = []
@@ -198,7 +200,7 @@ def build_trials(spec: SweepSpec) -> list[Trial]:
         head, _, rest = problem.partition(":")
         text = (f"parameters.{problem}" if head.strip() == owner
                 else f"parameters.{owner}: {problem}")
-        located = _locate(text, spec.lines)
+        located = locate(text, spec.lines)
         if located not in sweep_problems:
             sweep_problems.append(located)
 
@@ -206,9 +208,9 @@ def build_trials(spec: SweepSpec) -> list[Trial]:
         source = str(spec.config_path)
         if sweep_problems:
             raise ConfigError(sweep_problems + [f"{source}: {p}" for p in
-                                                (_locate(b, spec.base_lines) for b in base_problems)],
+                                                (locate(b, spec.base_lines) for b in base_problems)],
                               str(spec.path))
-        raise ConfigError([_locate(p, spec.base_lines) for p in base_problems], source)
+        raise ConfigError([locate(p, spec.base_lines) for p in base_problems], source)
 
     base = copy.deepcopy(spec.base)
     fixed_keys = list(spec.fixed)
@@ -265,7 +267,7 @@ def build_trials(spec: SweepSpec) -> list[Trial]:
     given = trials[0].config["run"]["dir"] if trials else "runs"
     directory = Path(os.path.abspath(run_dir({"run": {"dir": given, "name": spec.name}})))
     if any((directory / marker).exists() for marker in ("status.json", "checkpoints")):
-        raise ConfigError(_locate(f"name: {directory} is the run directory of a single run; "
+        raise ConfigError(locate(f"name: {directory} is the run directory of a single run; "
                                   "give the sweep another name", spec.lines), str(spec.path))
     out = []
     for t in trials:

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 
-from ..runner import Reporter
+from ..run.hooks import Reporter
 
 # A SIGINT/SIGTERM that arrived while no run had its handlers installed (between trials,
 # or while a trial loads its data): the trial then stops before its first step, or at it.
@@ -71,7 +71,7 @@ class _Trial(Reporter):
 
 
 def _dataset(config: dict):
-    from ..config import canonical
+    from ..config.identity import canonical
     from ..data import load_dataset
 
     key = canonical({"data": config["data"], "dtype": config["run"]["dtype"]})
@@ -81,8 +81,8 @@ def _dataset(config: dict):
 
 
 def _status_step(config: dict) -> tuple[int | None, int | None]:
-    from ..config import run_dir
-    from ..rundir import RunDir
+    from ..config.paths import run_dir
+    from ..run.rundir import RunDir
 
     status = RunDir(run_dir(config)).read_status()
     return status.get("step"), status.get("total_steps")
@@ -92,8 +92,8 @@ def run_trial(task: dict, progress=None) -> dict:
     """Train one trial to its end or to task["stop_at"]; the result, never an exception.
 
     `progress(step)` is called after each step (in-process runs only)."""
-    from .. import api
     from ..errors import DivergedError, GdtrainError, Interrupted, RunDirBusy
+    from ..run.loop import RunOptions, train
 
     t0 = time.perf_counter()
     config = task["config"]
@@ -103,8 +103,11 @@ def run_trial(task: dict, progress=None) -> dict:
     try:
         if _pending["signum"] is not None:
             raise Interrupted("interrupted before it started", _pending["signum"])
-        summary = api.train(config, stop_at=task.get("stop_at"), stopped_by=task.get("stopped_by", "sweep"),
-                            reporter=reporter, dataset=_dataset(config))
+        # the run layer itself, not api.train: the sweep sits below the Python API, which
+        # imports it; signal handlers only where Python can install them (the main thread)
+        opts = RunOptions(handle_signals=threading.current_thread() is threading.main_thread(),
+                          stop_at=task.get("stop_at"), stopped_by=task.get("stopped_by", "sweep"))
+        summary = train(config, reporter, opts, _dataset(config))
         keys = ("split", "weights", "loss", "accuracy", "mse", "examples")
         out.update(status=summary["status"], step=summary["steps"], total_steps=summary["total_steps"],
                    eval={k: summary["eval"][k] for k in keys if k in summary["eval"]})
