@@ -19,7 +19,9 @@ round's median step (and the minimum). The phases are those of `Trainer.step`:
                           (then also shown part by part), the blocked pass in one with it
 
 The products are replayed rather than timed inside the model's own code so that the
-model runs unchanged: their sum is subtracted from forward and backward. Works with any
+model runs unchanged: after each step, once each, on the step's own arrays; their sum is
+subtracted from forward and backward (so "rest of" rows are differences of two timings,
+and their minima can come out a little low). Works with any
 tree whose Trainer has stream, model, loss, penalties, clip, optimizer and average (main
 since the chain issue).
 """
@@ -69,13 +71,11 @@ def _products(t, x, cache, dout):
     return [(x, t.params["W"])], [(x.T, dout)]  # linear/softmax: x·W, xᵀ·d
 
 
-def _best_time(fn, reps: int = 50) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _timed(pairs) -> float:
+    t0 = time.perf_counter()
+    for a, b in pairs:
+        a @ b
+    return time.perf_counter() - t0
 
 
 def child(workload: str, steps: int) -> dict:
@@ -102,7 +102,6 @@ def child(workload: str, steps: int) -> dict:
     def add(name, seconds):
         samples.setdefault(name, []).append(seconds * 1e6)
 
-    product_times = None
     for _ in range(steps):
         step = t.step_count
         t0 = clock()
@@ -144,10 +143,9 @@ def child(workload: str, steps: int) -> dict:
                 add(name, seconds)
             add("element-wise update", t10 - t5)
         t.step_count = step + 1
-        if product_times is None:
-            fwd, bwd = _products(t, x, cache, dout)
-            product_times = [sum(_best_time(lambda a=a, b=b: a @ b) for a, b in group)
-                             for group in (fwd, bwd)]
+        fwd, bwd = _products(t, x, cache, dout)
+        add("forward products", _timed(fwd))
+        add("backward products", _timed(bwd))
     whole = []
     for _ in range(steps):
         t0 = clock()
@@ -157,7 +155,7 @@ def child(workload: str, steps: int) -> dict:
     low = {k: min(v) for k, v in samples.items()}
     out = {}
     for stat, values in (("median", med), ("min", low)):
-        fwd_p, bwd_p = product_times[0] * 1e6, product_times[1] * 1e6
+        fwd_p, bwd_p = values["forward products"], values["backward products"]
         row = {"gather the batch": values["gather the batch"], "forward products": fwd_p,
                "rest of forward": values["forward"] - fwd_p, "loss": values["loss"],
                "backward products": bwd_p, "rest of backward": values["backward"] - bwd_p,
