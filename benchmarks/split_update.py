@@ -24,13 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from gdtrain.config.loading import load
-from gdtrain.core.elementwise import BLOCK_ELEMENTS, ElementwisePass
+from gdtrain.core.elementwise import ElementwisePass
 from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {"1 thread": (BLOCK_ELEMENTS, 1), "2 threads": (BLOCK_ELEMENTS, 2),
-            "2 threads, 32K blocks": (32 * 1024, 2), "2 threads, 128K blocks": (128 * 1024, 2)}
+# (block size in values, threads); None: whole arrays, which one thread runs
+VARIANTS = {"whole arrays, 1 thread": (None, 1), "64K blocks, 1 thread": (64 * 1024, 1),
+            "64K blocks, 2 threads": (64 * 1024, 2), "32K blocks, 2 threads": (32 * 1024, 2),
+            "128K blocks, 2 threads": (128 * 1024, 2), "196K blocks, 2 threads": (196 * 1024, 2)}
 
 
 def main() -> None:
@@ -57,7 +59,7 @@ def main() -> None:
                 trainers[name].step()
             times[name].append((time.perf_counter() - t0) / steps * 1e6)
     for name, v in times.items():
-        print(f"{name:24s} min {min(v):,.0f} µs  median {statistics.median(v):,.0f} µs per step")
+        print(f"{name:26s} min {min(v):,.0f} µs  median {statistics.median(v):,.0f} µs per step")
 
 
 if __name__ == "__main__":

@@ -188,3 +188,24 @@ def test_the_worker_thread_keeps_the_runs_error_state(data_path):
                     t.step()
                 except Exception:  # the diverged loss: what the run reports
                     break
+
+
+def test_the_default_pass_times_the_candidates_and_keeps_the_fastest(data_path, monkeypatch):
+    """By default the pass tries whole arrays and each candidate block size for a few steps
+    and keeps the fastest; whichever it runs, the bits are the whole-array step's."""
+    from gdtrain.core import elementwise
+
+    monkeypatch.setattr(elementwise, "CANDIDATES", (None, 7, 30, 10_000))  # 10_000: as None here
+    monkeypatch.setattr(elementwise, "TRIALS", 2)
+    sections = {"optimizer": OPTIMIZER_CASES["adam"], "l2": {"scale": 0.01}, "ema": {"decay": 0.9},
+                "clip": {"name": "global_norm", "clip_norm": 0.1}}
+    tuned, before = _trainers(data_path, "float32", sections, [ElementwisePass(), ElementwisePass(None)])
+    for _ in range(3 * (2 + 1) + 2):  # three distinct candidates, then the choice
+        assert tuned.step() == whole_array_step(before)
+    assert set(tuned.elementwise.timings) == {None, 7, 30}
+    assert tuned.elementwise.block_elements in (None, 7, 30)
+    _assert_same_bits(tuned, before, "tuned")
+    monkeypatch.setattr(elementwise, "CANDIDATES", (None, 30, 10_000))
+    (small,) = _trainers(data_path, "float32", {"model": {"name": "linear"}}, [ElementwisePass()])
+    small.step()  # every candidate cuts the linear model's 15 + 3 values alike: nothing to try
+    assert small.elementwise.timings.keys() == {None}

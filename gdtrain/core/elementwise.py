@@ -5,8 +5,10 @@ clip, the optimizer's update, applying it, the moving average) reads and writes 
 trainable value a few times. Run one part after the other over whole arrays, each part
 streams the parameters, gradients, slots and shadows through the caches again: the MNIST
 MLP's W1 alone is 392,000 values, 1.5 MB in each of its five arrays. Here all the parts
-run on one block of every array (views of about `BLOCK_ELEMENTS` values) before the next
+can run on one block of every array (views of some 16K-64K values) before the next
 block begins, so that a block and the parts' temporaries stay in L1/L2 for all of them.
+Whether that pays depends on the CPU's caches (see CANDIDATES): by default the pass
+times whole arrays and two block sizes over the first steps and keeps the fastest.
 
 The bits are those of running each part over the whole arrays in turn: every part is
 element-wise (each entry it writes comes from the same entry of its inputs, by the same
@@ -33,16 +35,19 @@ import contextvars
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
 
-# Values per block. Each block costs ~5 µs of Python and ufunc calls (9 calls for momentum
-# + L2 + EMA): on the AMD EPYC of docs/performance.md, whose L2/L3 stream whole arrays as
-# fast as a block in L2, the pass takes 309 µs whole, 306 in 64K blocks, 321 in 32K, 381 in
-# 16K (the MLP's W1 and the rest, one thread); on the Intel Xeon of issue 13 16K-64K-value
-# blocks halved it. 64K: no loss here, within the range that gained there.
-BLOCK_ELEMENTS = 64 * 1024
+# The block sizes a pass tries, in values (None: whole arrays), when it is not given one.
+# Which is fastest depends on the CPU: on the Intel Xeon of issue 13, 16K-64K-value blocks
+# halved the MLP's update (its L3 is slow next to L2); on the AMD EPYC of
+# docs/performance.md, whose L3 streams whole arrays as fast as L2 serves a block, every
+# cut only adds its calls (~5-8 µs a block: 289 µs whole, 332 in 64K blocks, 401 in 16K,
+# in the MLP's real steps). The bits are the same whichever runs, so the pass measures.
+CANDIDATES: tuple[int | None, ...] = (None, 64 * 1024, 16 * 1024)
+TRIALS = 5  # timed steps of each candidate, after one that cuts its views
 
 Cuts = list[tuple[str, slice | None]]  # (name, slice of its flat array), or (name, None): whole
 
@@ -119,12 +124,15 @@ class ElementwisePass:
         updates, _ = optimizer.update(grads, opt_state, lr, params); params += updates
         average.update(params, updates_done)
 
-    with the same bits. `block_elements` None runs every part over the whole arrays, one
-    block holding every parameter: the reference the blocked form is tested against.
+    with the same bits. `block_elements` None runs every part over the whole arrays in turn
+    (the reference the blocked form is tested against); "auto" tries each of CANDIDATES for
+    TRIALS steps at the start and keeps the fastest (`timings` then holds what it measured).
     """
 
-    def __init__(self, block_elements: int | None = BLOCK_ELEMENTS, threads: int = 1):
-        self.block_elements = block_elements
+    def __init__(self, block_elements: int | None | str = "auto", threads: int = 1):
+        self._tuner = _Tuner() if block_elements == "auto" else None
+        self.block_elements = None if block_elements == "auto" else block_elements
+        self.timings: dict[int | None, float] = {}  # the tuner's best seconds per candidate
         self.threads = threads
         self._thread: _Worker | None = None
         self._split = 0  # blocks [0, split) go to the worker thread
@@ -211,6 +219,17 @@ class ElementwisePass:
             optimizer, penalties=(), clip=None, average=None) -> None:
         """One step's penalties, clip (a ClipPart), optimizer update and its application, and
         moving average (a MovingAverage) over `grads`, the data loss's gradients."""
+        tuner = self._tuner
+        if tuner is None:
+            self._run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
+            return
+        self.block_elements = tuner.next({k: params[k].size for k in grads})
+        t0 = time.perf_counter()
+        self._run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
+        if tuner.record(time.perf_counter() - t0):
+            self.block_elements, self.timings, self._tuner = tuner.best, tuner.timings(), None
+
+    def _run(self, grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average) -> None:
         shadows = average.shadows if average is not None else None
         blocks = self.blocks(grads, params, opt_state, shadows)
         if self._whole:  # one block of whole arrays (the softmax model's W and b): the parts in turn
@@ -279,6 +298,47 @@ class ElementwisePass:
         if self._thread is None:
             self._thread = _Worker()
         return self._thread
+
+
+class _Tuner:
+    """Picks the fastest of CANDIDATES over the first steps: each runs TRIALS + 1 steps in a
+    row (the first cuts its views and is not counted); the least time wins. Candidates that
+    cut these parameters alike (the softmax model's 7,850 values fit any block) are one."""
+
+    def __init__(self):
+        self._queue: list[int | None] | None = None
+        self._times: dict[int | None, list[float]] = {}
+        self._current: int | None = None
+        self._started = False  # a candidate has run (None is a candidate: whole arrays)
+        self._counted = False
+        self.best: int | None = None
+
+    def next(self, sizes: dict[str, int]) -> int | None:
+        if self._queue is None:
+            plans: dict[str, int | None] = {}
+            total = max(sum(sizes.values()), 1)
+            for c in CANDIDATES:
+                plans.setdefault(repr(plan_blocks(sizes, set(sizes) if c is None else set(), c or total)), c)
+            chosen = list(plans.values())
+            self._times = {c: [] for c in chosen}
+            self._queue = [c for c in chosen for _ in range(TRIALS + 1)] if len(chosen) > 1 else [chosen[0]]
+        first = not self._started or self._queue[0] != self._current
+        self._started = True
+        self._current = self._queue.pop(0)
+        self._counted = not first or len(self._times) == 1
+        return self._current
+
+    def record(self, seconds: float) -> bool:
+        """Count one timed run; True once the choice is made (in `best`)."""
+        if self._counted:
+            self._times[self._current].append(seconds)
+        if self._queue:
+            return False
+        self.best = min(self._times, key=lambda c: min(self._times[c], default=math.inf))
+        return True
+
+    def timings(self) -> dict[int | None, float]:
+        return {c: min(v) for c, v in self._times.items() if v}
 
 
 class _Worker:
