@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import checkpoint, compute
+from . import checkpoint, compute, fpenv
 from .config import canonical, config_hash, resolve
 from .data import load_dataset
 from .errors import CheckpointError, ConfigError
@@ -63,7 +63,8 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
     split, chosen, note = ds.split_or_train(split, f"--split {split}")
     used = trainer.weights_used(weights)
     # run.threads holds here too: `eval --watch` beside a training run shares its cores
-    with compute.threads(trainer.config["run"].get("threads")):
+    run = trainer.config["run"]
+    with compute.threads(run.get("threads")), fpenv.flushed(run.get("flush_subnormals", False)):
         result = evaluate(trainer.model, trainer.loss, trainer.eval_params(used), chosen, ds.num_classes)
     out = {"checkpoint": str(path), "step": int(meta["step"]), "split": split, "weights": used,
            **result}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, compute, early_stopping
+from . import checkpoint, compute, early_stopping, fpenv
 from .config import GUARDED_ON_RESUME, classify_drift, config_hash, dump_yaml, run_dir
 from .data import Dataset, head, load_dataset
 from .errors import (
@@ -199,8 +199,8 @@ def _resume(trainer: Trainer, rd: RunDir, config: dict, opts: RunOptions,
     if changed:
         reporter.warning(
             f"{path.name} was computed with other numerical machinery ({'; '.join(changed)}): "
-            "results may differ from an uninterrupted run in the last bits; set run.threads "
-            "and the same BLAS kernel on both machines for a bit-exact resume"
+            "results may differ from an uninterrupted run in the last bits; set run.threads, "
+            "run.flush_subnormals and the same BLAS kernel on both machines for a bit-exact resume"
         )
     reporter.message(f"resuming {rd.path} from step {step} ({path.name})")
     return step, float(meta.get("elapsed", 0.0)), meta
@@ -249,6 +249,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     scoped = contextlib.ExitStack()  # BLAS threads; NumPy's error state in the loop
     try:
         scoped.enter_context(compute.threads(config["run"].get("threads"), reporter.warning))
+        # after the thread count: the BLAS's workers are restarted to take the flags
+        scoped.enter_context(fpenv.flushed(config["run"].get("flush_subnormals", False), reporter.warning))
         machinery = compute.describe()
         t_load = time.perf_counter()
         if dataset is None:
