@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import statistics
 import sys
@@ -93,71 +94,73 @@ SIZE = 392_000  # W1 of the MNIST MLP
 
 
 def _elementwise(dtype):
+    """(what, f(a, g), whether f changes a in place: then each call restarts from a copy)."""
     t = np.dtype(dtype).type
     m, lr, b1, b2, eps = t(0.9), t(-0.1), t(0.1), t(0.001), t(1e-8)
     return [
-        ("a *= 0.9 (momentum decay)", lambda a, g: a.__imul__(m)),
-        ("a += g (g normal)", lambda a, g: a.__iadd__(g)),
-        ("a * -lr (momentum update)", lambda a, g: a * lr),
-        ("m += (g - m) * 0.1 (Adam m)", lambda a, g: a.__iadd__((g - a) * b1)),
-        ("v += (g*g - v) * 0.001 (Adam v)", lambda a, g: a.__iadd__((g * g - a) * b2)),
-        ("sqrt(|a|)", lambda a, g: np.sqrt(np.abs(a))),
-        ("a / (sqrt(|a|) + eps) (Adam step)", lambda a, g: a / (np.sqrt(np.abs(a)) + eps)),
-        ("g / a (divide by subnormal)", lambda a, g: g / a),
-        ("exp(a)", lambda a, g: np.exp(a)),
-        ("s -= (s - a) * 0.01 (EMA)", lambda a, g: a.__isub__((a - g) * b1)),
+        ("a *= 0.9 (momentum decay)", lambda a, g: a.__imul__(m), True),
+        ("a += g (g normal)", lambda a, g: a.__iadd__(g), True),
+        ("a * -lr (momentum update)", lambda a, g: a * lr, False),
+        ("m += (g - m) * 0.1 (Adam m)", lambda a, g: a.__iadd__((g - a) * b1), True),
+        ("v += (g*g - v) * 0.001 (Adam v)", lambda a, g: a.__iadd__((g * g - a) * b2), True),
+        ("sqrt(|a|)", lambda a, g: np.sqrt(np.abs(a)), False),
+        ("a / (sqrt(|a|) + eps) (Adam step)", lambda a, g: a / (np.sqrt(np.abs(a)) + eps), False),
+        ("g / a (divide by subnormal)", lambda a, g: g / a, False),
+        ("exp(a)", lambda a, g: np.exp(a), False),
+        ("s -= (s - a) * 0.01 (EMA)", lambda a, g: a.__isub__((a - g) * b1), True),
     ]
 
 
 def micro(args) -> list[dict]:
+    from gdtrain import fpenv
+
+    with fpenv.flushed(args.flush, print):
+        return _micro(args)
+
+
+def _pair(rows: list, dtype, op: str, normal, subnormal, reps: int) -> None:
+    rows.append({"dtype": np.dtype(dtype).name, "op": op, "normal_us": _median_cpu(normal, reps) * 1e6,
+                 "subnormal_us": _median_cpu(subnormal, reps) * 1e6})
+
+
+def _micro(args) -> list[dict]:
     from gdtrain import compute, fpenv
 
     rng = np.random.default_rng(0)
-    rows = []
-    with fpenv.flushed(args.flush, print):
-        return _micro(args, rng, rows)
-
-
-def _micro(args, rng, rows) -> list[dict]:
-    from gdtrain import compute, fpenv
-
-    print(f"# {compute.label(compute.describe())} -> 1 thread; FTZ/DAZ {'on' if fpenv.flushing() else 'off'}; "
-          f"process CPU time, median of {args.reps}")
+    rows: list[dict] = []
+    reps = args.reps
+    flags = "on" if fpenv.flushing() else "off"
+    print(f"# {compute.label(compute.describe())} -> 1 thread; FTZ/DAZ {flags}; "
+          f"process CPU time, median of {reps}")
     with compute.threads(1):
         for dtype in args.dtype:
             dt = np.dtype(dtype)
             for (m, k, n), what, which in PRODUCTS:
                 a = rng.standard_normal((m, k)).astype(dt)
                 b = rng.standard_normal((k, n)).astype(dt)
-                sub_a, sub_b = (subnormal_like(a.shape, dt, rng), b) if which == "A" else (a, subnormal_like(b.shape, dt, rng))
-                normal = _median_cpu(lambda: a @ b, args.reps)
-                slow = _median_cpu(lambda: sub_a @ sub_b, args.reps)
-                rows.append({"dtype": dt.name, "op": f"{m}x{k}x{n} {what}", "normal_us": normal * 1e6,
-                             "subnormal_us": slow * 1e6})
+                if which == "A":
+                    sa, sb = subnormal_like(a.shape, dt, rng), b
+                else:
+                    sa, sb = a, subnormal_like(b.shape, dt, rng)
+                _pair(rows, dt, f"{m}x{k}x{n} {what}", lambda a=a, b=b: a @ b,
+                      lambda a=sa, b=sb: a @ b, reps)
             g = rng.standard_normal(SIZE).astype(dt)
-            normal_a = rng.standard_normal(SIZE).astype(dt)
-            sub = subnormal_like(SIZE, dt, rng)
-            for what, f in _elementwise(dt):
-                with np.errstate(all="ignore"):  # the divide overflows, as it would in a step
-                    buf = normal_a.copy()
-                    normal = _median_cpu(lambda: f(buf, g), args.reps)
-                    buf = sub.copy()
-                    # the in-place ops must keep meeting subnormals: restart from the copy
-                    if what.startswith(("a *=", "m +=", "v +=", "s -=")):
-                        slow = _median_cpu(lambda: (np.copyto(buf, sub), f(buf, g)), args.reps)
-                        normal = _median_cpu(lambda: (np.copyto(buf, normal_a), f(buf, g)), args.reps)
-                    else:
-                        slow = _median_cpu(lambda: f(buf, g), args.reps)
-                rows.append({"dtype": dt.name, "op": f"{SIZE:,} values: {what}", "normal_us": normal * 1e6,
-                             "subnormal_us": slow * 1e6})
+            normal, sub = rng.standard_normal(SIZE).astype(dt), subnormal_like(SIZE, dt, rng)
+            for what, f, in_place in _elementwise(dt):
+                def call(f=f, src=normal, in_place=in_place, buf=np.empty_like(g), g=g):
+                    if in_place:  # from the same operands every time, copy included
+                        np.copyto(buf, src)
+                        return f(buf, g)
+                    return f(src, g)
+
+                with np.errstate(all="ignore"):  # the divides overflow, as they would in a step
+                    _pair(rows, dt, f"{SIZE:,} values: {what}", call, functools.partial(call, src=sub), reps)
             # softmax's exp(x - max) of a very confident row: normal inputs, subnormal results
             lo, hi = (-103.0, -88.0) if dt == np.float32 else (-744.0, -709.0)
             under = rng.uniform(lo, hi, SIZE).astype(dt)
             over = rng.uniform(-80.0, -60.0, SIZE).astype(dt)
-            rows.append({"dtype": dt.name, "op": f"{SIZE:,} values: exp(x), results subnormal (x in [{lo:g}, {hi:g}]) "
-                                                 "vs normal (x in [-80, -60])",
-                         "normal_us": _median_cpu(lambda: np.exp(over), args.reps) * 1e6,
-                         "subnormal_us": _median_cpu(lambda: np.exp(under), args.reps) * 1e6})
+            _pair(rows, dt, f"{SIZE:,} values: exp(x), results subnormal (x in [{lo:g}, {hi:g}]) "
+                  "vs normal (x in [-80, -60])", lambda x=over: np.exp(x), lambda x=under: np.exp(x), reps)
     print("| dtype | operation | normal µs | subnormal µs | ratio |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:
@@ -248,7 +251,8 @@ def long_run(args) -> list[dict]:
             row = {"step": t.step_count, "cpu_s": cpu * args.every / n, "wall_s": wall * args.every / n,
                    **_state_counts(t), **_intermediates(t)}
             rows.append(row)
-            counts = " ".join(f"{k}={v}" for k, v in row.items() if k not in ("step", "cpu_s", "wall_s") and v)
+            counts = " ".join(f"{k}={v}" for k, v in row.items()
+                              if k not in ("step", "cpu_s", "wall_s") and v)
             print(f"step {row['step']:>7}  cpu {row['cpu_s']:.3f} s  wall {row['wall_s']:.3f} s  "
                   f"subnormal: {counts or 'none'}", flush=True)
         print("# arrays holding subnormals at the end:", _per_array(t) or "none", flush=True)
@@ -256,7 +260,8 @@ def long_run(args) -> list[dict]:
             np.savez(args.save, _step=np.array(t.step_count), **t.state_arrays())
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"config": args.config, "set": args.set, "flush": args.flush, "rows": rows}, f, indent=1)
+            json.dump({"config": args.config, "set": args.set, "flush": args.flush, "rows": rows},
+                      f, indent=1)
     return rows
 
 
@@ -307,7 +312,8 @@ def main(argv=None) -> int:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     r.add_argument("--steps", type=int, default=50_000)
     r.add_argument("--every", type=int, default=500)
-    r.add_argument("--flush", action="store_true", help="set FTZ/DAZ for the run (run.flush_subnormals: true)")
+    r.add_argument("--flush", action="store_true",
+                   help="set FTZ/DAZ for the run (run.flush_subnormals: true)")
     r.add_argument("--json")
     r.add_argument("--save", help="write the final state arrays to this .npz")
     q = sub.add_parser("paired", help="time the same steps from a saved state, flushing off vs on")
