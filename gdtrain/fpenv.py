@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import platform
 from collections.abc import Iterator
 
@@ -34,29 +33,44 @@ class _FenvArm(ctypes.Structure):
     _fields_ = [("fpcr", ctypes.c_uint), ("fpsr", ctypes.c_uint)]
 
 
+_UNRESOLVED = object()
+_LIB = _UNRESOLVED  # the C math library, once looked up (None: flags not settable here)
+_FENV: type | None = None
+_BITS = 0
+
+
 def _libm():
+    """The C math library whose fenv calls set the flags here, or None; looked up on first
+    use, not at import (platform.libc_ver() reads the interpreter's binary)."""
+    global _LIB, _FENV, _BITS
+    if _LIB is not _UNRESOLVED:
+        return _LIB
+    _LIB = None
     machine = platform.machine().lower()
     if platform.system() != "Linux" or machine not in ("x86_64", "amd64", "aarch64", "arm64"):
-        return None, None, 0
+        return None
     if platform.libc_ver()[0] != "glibc":
-        return None, None, 0  # the fenv_t layouts above are glibc's
+        return None  # the fenv_t layouts above are glibc's
+    import ctypes.util
+
     try:
         lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
         lib.fegetenv, lib.fesetenv  # noqa: B018 - probe the symbols
     except (OSError, AttributeError):
-        return None, None, 0
-    if machine in ("x86_64", "amd64"):
-        return lib, _FenvX86, _X86_FTZ | _X86_DAZ
-    return lib, _FenvArm, _ARM_FZ
-
-
-_LIB, _FENV, _BITS = _libm()
-_FIELD = "mxcsr" if _FENV is _FenvX86 else "fpcr"
+        return None
+    x86 = machine in ("x86_64", "amd64")
+    _FENV, _BITS = (_FenvX86, _X86_FTZ | _X86_DAZ) if x86 else (_FenvArm, _ARM_FZ)
+    _LIB = lib
+    return lib
 
 
 def supported() -> bool:
     """Whether this process can set the flags (Linux with glibc, x86-64 or AArch64)."""
-    return _LIB is not None
+    return _libm() is not None
+
+
+def _field() -> str:
+    return "mxcsr" if _FENV is _FenvX86 else "fpcr"
 
 
 def _get() -> ctypes.Structure:
@@ -70,7 +84,7 @@ def flushing() -> bool:
     """Whether the calling thread flushes subnormals to zero (FTZ and DAZ both set)."""
     if not supported():
         return False
-    return getattr(_get(), _FIELD) & _BITS == _BITS
+    return getattr(_get(), _field()) & _BITS == _BITS
 
 
 def set_flush(on: bool) -> bool:
@@ -79,9 +93,9 @@ def set_flush(on: bool) -> bool:
         raise OSError(f"flushing subnormals needs Linux with glibc on x86-64 or AArch64, "
                       f"not {platform.system()} {platform.machine()}")
     env = _get()
-    value = getattr(env, _FIELD)
+    value = getattr(env, _field())
     before = value & _BITS == _BITS
-    setattr(env, _FIELD, (value | _BITS) if on else (value & ~_BITS))
+    setattr(env, _field(), (value | _BITS) if on else (value & ~_BITS))
     if _LIB.fesetenv(ctypes.byref(env)) != 0:
         raise OSError("fesetenv failed")
     return before
