@@ -28,6 +28,7 @@ def run_section(
     dtype: Annotated[str, OneOf("float32", "float64")] = "float32",
     dir: PathText = "runs",
     threads: PositiveInt | None = None,
+    flush_subnormals: bool = False,
 ):
     """Run identity and numerics.
 
@@ -38,6 +39,12 @@ def run_section(
       (to the working directory when given with --set or left at the default: ./runs)
     threads: BLAS threads for the matrix products (default: the library's, one per core);
       the count changes results in the last bits: set it for resumes bit-exact across machines
+    flush_subnormals: compute as TF1's CPU kernels do, with values below the dtype's smallest
+      normal (1.2e-38 in float32) flushed to zero (the CPU's FTZ/DAZ flags), in the training
+      loop and evaluation: on many Intel CPUs a subnormal costs 20-100x per operation, and
+      Adam or momentum without L2 drive the slots of unused inputs into them (see
+      docs/performance.md); false: IEEE arithmetic, the same bits on every platform.
+      Linux (glibc) on x86-64 or AArch64 only; elsewhere a warning, and no flush
     """
 
 

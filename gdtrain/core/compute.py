@@ -1,5 +1,6 @@
 """The numerical machinery under a run: which BLAS does the matrix products, with how
-many threads, and the thread count a config asks for.
+many threads, the thread count a config asks for, and whether subnormals are flushed
+(fpenv.py).
 
 Why a training tool cares: a float32 product's last bits depend on the BLAS kernel
 (OpenBLAS picks one per CPU, or the one OPENBLAS_CORETYPE names) and on how many threads
@@ -23,7 +24,10 @@ def _blas_pools() -> list[dict]:
 
 
 def describe() -> dict:
-    """What computes this process's products, as plain data for metadata and messages."""
+    """What computes this process's products, as plain data for metadata and messages;
+    flush_subnormals: whether the calling thread flushes them to zero (run.flush_subnormals)."""
+    from . import fpenv
+
     info: dict = {"numpy": np.__version__}
     pools = _blas_pools()
     if pools:
@@ -32,6 +36,7 @@ def describe() -> dict:
                     kernel=p.get("architecture"), threads=p.get("num_threads"))
     else:
         info["blas"] = None  # e.g. Accelerate on macOS: threadpoolctl does not see it
+    info["flush_subnormals"] = fpenv.flushing()
     return info
 
 
@@ -42,7 +47,8 @@ def label(info: dict) -> str:
     kernel = f" ({info['kernel']})" if info.get("kernel") else ""
     version = f" {info['blas_version']}" if info.get("blas_version") else ""
     threads = info.get("threads")
-    return f"{info['blas']}{version}{kernel}, {threads} thread{'s' if threads != 1 else ''}"
+    flushed = ", subnormals flushed" if info.get("flush_subnormals") else ""
+    return f"{info['blas']}{version}{kernel}, {threads} thread{'s' if threads != 1 else ''}{flushed}"
 
 
 def differences(saved: dict | None, now: dict) -> list[str]:
@@ -50,7 +56,12 @@ def differences(saved: dict | None, now: dict) -> list[str]:
     if not isinstance(saved, dict) or not saved:
         return []  # written before this was recorded (or not by gdtrain): nothing to compare
     keys = ("numpy", "blas", "blas_version", "kernel", "threads")
-    return [f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys if saved.get(k) != now.get(k)]
+    changed = [f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys if saved.get(k) != now.get(k)]
+    # recorded since run.flush_subnormals exists; the code before never flushed
+    was, flushes = bool(saved.get("flush_subnormals", False)), bool(now.get("flush_subnormals", False))
+    if was != flushes:
+        changed.append(f"flush_subnormals {str(was).lower()} -> {str(flushes).lower()}")
+    return changed
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters

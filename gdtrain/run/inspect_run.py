@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config.identity import canonical, config_hash
 from ..config.validate import resolve
-from ..core import compute
+from ..core import compute, fpenv
 from ..core.evaluate import evaluate
 from ..core.train import Trainer
 from ..data import load_dataset
@@ -66,7 +66,8 @@ def evaluate_checkpoint(target: str | Path, split: str = "test", weights: str = 
     split, chosen, note = ds.split_or_train(split, f"--split {split}")
     used = trainer.weights_used(weights)
     # run.threads holds here too: `eval --watch` beside a training run shares its cores
-    with compute.threads(trainer.config["run"].get("threads")):
+    run = trainer.config["run"]
+    with compute.threads(run.get("threads")), fpenv.flushed(run.get("flush_subnormals", False)):
         result = evaluate(trainer.model, trainer.loss, trainer.eval_params(used), chosen, ds.num_classes)
     out = {"checkpoint": str(path), "step": int(meta["step"]), "split": split, "weights": used,
            **result}

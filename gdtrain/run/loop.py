@@ -15,7 +15,7 @@ import numpy as np
 from ..config.identity import config_hash
 from ..config.paths import run_dir
 from ..config.yaml_file import dump_yaml
-from ..core import compute, early_stopping
+from ..core import compute, early_stopping, fpenv
 from ..core.dataset import Dataset
 from ..core.evaluate import evaluate
 from ..core.train import Trainer
@@ -107,6 +107,8 @@ def train(config: dict, reporter: Reporter | None = None, opts: RunOptions | Non
     scoped = contextlib.ExitStack()  # BLAS threads; NumPy's error state in the loop
     try:
         scoped.enter_context(compute.threads(config["run"].get("threads"), reporter.warning))
+        # after the thread count: the BLAS's workers are restarted to take the flags
+        scoped.enter_context(fpenv.flushed(config["run"].get("flush_subnormals", False), reporter.warning))
         machinery = compute.describe()
         t_load = time.perf_counter()
         if dataset is None:

@@ -151,8 +151,8 @@ def resume(trainer, rd: RunDir, config: dict, allow_config_change: bool,
     if changed:
         reporter.warning(
             f"{path.name} was computed with other numerical machinery ({'; '.join(changed)}): "
-            "results may differ from an uninterrupted run in the last bits; set run.threads "
-            "and the same BLAS kernel on both machines for a bit-exact resume"
+            "results may differ from an uninterrupted run in the last bits; set run.threads, "
+            "run.flush_subnormals and the same BLAS kernel on both machines for a bit-exact resume"
         )
     reporter.message(f"resuming {rd.path} from step {step} ({path.name})")
     return step, float(meta.get("elapsed", 0.0)), meta

@@ -348,7 +348,8 @@ def parse(path: str | Path) -> SweepSpec:
         config_path = Path(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), written)))
         if not config_path.is_file():
             what = "is a directory" if config_path.is_dir() else "no such file"
-            how = "" if os.path.isabs(written) else f" ({config_path}, relative to the sweep file's directory)"
+            how = ("" if os.path.isabs(written)
+                   else f" ({config_path}, relative to the sweep file's directory)")
             problems.append(f"config: {top['config']}{how}: {what}; expected the base config file")
             config_path = None
 
