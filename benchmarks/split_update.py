@@ -6,7 +6,8 @@ the second idles, or spins: OpenBLAS's idle workers wait for the next product bu
 a while. `ElementwisePass(threads=2)` hands the first half of its blocks to a worker
 thread (NumPy releases the GIL inside each ufunc loop) and runs the rest itself; the bits
 are the same however the blocks are split (checked below). This times whole
-`Trainer.step`s with one and with two threads, alternating, at a few block sizes.
+`Trainer.step`s with one and with two threads, alternating, at a few block sizes, on one
+trainer whose pass is swapped from round to round.
 
     python -m benchmarks.split_update [ROUNDS] [STEPS]
     OPENBLAS_THREAD_TIMEOUT=4 python -m benchmarks.split_update   # idle BLAS workers sleep sooner
@@ -40,23 +41,29 @@ def main() -> None:
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 100
     cfg = load(ROOT / "configs/mnist_mlp.yaml", [f"data.dir={ROOT / 'data/mnist'}"])
     dataset = load_dataset(cfg["data"], cfg["run"]["dtype"])
-    trainers = {}
-    for name, (block, threads) in VARIANTS.items():
-        t = trainers[name] = Trainer(cfg, dataset)
-        t.elementwise = ElementwisePass(block, threads)
-        for _ in range(20):
-            t.step()
-    first = next(iter(trainers.values()))
-    same = all(np.array_equal(a, b) for t in trainers.values()
-               for a, b in zip(first.state_arrays().values(), t.state_arrays().values(), strict=True))
+    # the same bits whatever the pass: checked on twin trainers (tests/test_elementwise.py
+    # checks every optimizer, penalty, clip and EMA)
+    a, b = Trainer(cfg, dataset), Trainer(cfg, dataset)
+    a.elementwise, b.elementwise = ElementwisePass(None), ElementwisePass(32 * 1024, threads=2)
+    for _ in range(20):
+        a.step()
+        b.step()
+    same = all(np.array_equal(x, y) for x, y in zip(a.state_arrays().values(), b.state_arrays().values(),
+                                                      strict=True))
     print(f"bit-identical after 20 steps: {same}")
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    order = list(trainers)
+    # one trainer, its pass swapped from round to round: every variant works on the same
+    # arrays, in the same caches
+    t = a
+    passes = {name: ElementwisePass(block, threads) for name, (block, threads) in VARIANTS.items()}
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    order = list(passes)
     for r in range(rounds):
         for name in order if r % 2 == 0 else order[::-1]:
+            t.elementwise = passes[name]
+            t.step()  # cuts this pass's views
             t0 = time.perf_counter()
             for _ in range(steps):
-                trainers[name].step()
+                t.step()
             times[name].append((time.perf_counter() - t0) / steps * 1e6)
     for name, v in times.items():
         print(f"{name:26s} min {min(v):,.0f} µs  median {statistics.median(v):,.0f} µs per step")
