@@ -209,3 +209,27 @@ def test_the_default_pass_times_the_candidates_and_keeps_the_fastest(data_path, 
     (small,) = _trainers(data_path, "float32", {"model": {"name": "linear"}}, [ElementwisePass()])
     small.step()  # every candidate cuts the linear model's 15 + 3 values alike: nothing to try
     assert small.elementwise.timings.keys() == {None}
+
+
+@pytest.mark.skipif(not __import__("gdtrain.core.fpenv", fromlist=["x"]).supported(),
+                    reason="FTZ/DAZ cannot be set here")
+def test_the_worker_thread_flushes_subnormals_when_the_step_does(data_path):
+    """run.flush_subnormals sets FTZ/DAZ, a per-thread register: the worker's half of the
+    blocks must flush as the step's thread does, or its bits would differ."""
+    from gdtrain.core import fpenv
+
+    # W starts at 0 and moves by lr·g: subnormal float32 where |g| < 0.5 (lr itself is normal);
+    # flushed, it stays 0
+    sections = {"model": {"name": "linear", "init": "zeros"},
+                "optimizer": {"name": "sgd", "learning_rate": 2e-38}}
+    results = []
+    shared = ElementwisePass(7, threads=2)  # its worker thread starts unflushed, in the first run
+    for flush in (False, True):
+        with fpenv.flushed(flush):
+            threaded, before = _trainers(data_path, "float32", sections, [shared, ElementwisePass()])
+            for _ in range(3):
+                threaded.step()
+                whole_array_step(before)
+        _assert_same_bits(threaded, before, f"flush {flush}")
+        results.append(threaded.params["W"].copy())
+    assert np.any(results[0] != results[1])  # flushing did change something

@@ -40,6 +40,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import fpenv
+
 # The block sizes a pass tries, in values (None: whole arrays), when it is not given one.
 # Which is fastest depends on the CPU: on the Intel Xeon of issue 13, 16K-64K-value blocks
 # halved the MLP's update (its L3 is slow next to L2); on the AMD EPYC of
@@ -137,7 +139,7 @@ class ElementwisePass:
         self._thread: _Worker | None = None
         self._split = 0  # blocks [0, split) go to the worker thread
         self._names: tuple[str, ...] = ()
-        self._built_for: tuple | None = None  # (block_elements, id(shadows)) of the kept blocks
+        self._built_for: tuple = ()  # (block_elements, params, opt_state, shadows) of the kept blocks
         self._watch: list[tuple[dict, str, np.ndarray]] = []  # what the kept views were cut from
         self._blocks: list[Block] = []
         self._whole = False  # one block of whole arrays: each part runs over them in turn, no views
@@ -156,7 +158,10 @@ class ElementwisePass:
     def blocks(self, grads: dict, params: dict, opt_state: dict, shadows: dict | None) -> list[Block]:
         """The blocks for these arrays: kept from the last step while they are the same objects."""
         names = tuple(grads)
-        if names == self._names and self._built_for == (self.block_elements, id(shadows)):
+        built_for = (self.block_elements, params, opt_state, shadows)
+        kept = self._built_for
+        if names == self._names and kept and kept[0] == built_for[0] and all(
+                a is b for a, b in zip(built_for[1:], kept[1:], strict=True)):
             for container, key, array in self._watch:
                 if container.get(key) is not array:
                     break
@@ -185,7 +190,7 @@ class ElementwisePass:
                 {k: _cut(shadows[k], part) for k, part in cuts} if shadows is not None else None,
             ))
         self._names, self._watch, self._blocks = names, watch, blocks
-        self._built_for = (self.block_elements, id(shadows))
+        self._built_for = built_for
         self._split = _halfway(blocks)
         self._scalar_names = [s for s in opt_state if s not in slot_names]
         self._whole = len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts)
@@ -286,7 +291,10 @@ class ElementwisePass:
         split = self._split if self.threads > 1 else 0
         if split:
             worker = self._worker()
-            worker.submit(contextvars.copy_context().run, _sweep_range, stages, views, blocks, 0, split)
+            # the worker computes as this thread does: NumPy's error state (a context
+            # variable) and FTZ/DAZ (a per-thread register, run.flush_subnormals)
+            worker.submit(fpenv.flushing(), contextvars.copy_context().run, _sweep_range, stages, views,
+                          blocks, 0, split)
             try:
                 _sweep_range(stages, views, blocks, split, len(blocks))
             finally:
@@ -351,16 +359,18 @@ class _Worker:
 
     def _serve(self):
         while True:
-            fn, args = self._jobs.get()
+            flush, fn, args = self._jobs.get()
             try:
+                if fpenv.flushing() != flush:
+                    fpenv.set_flush(flush)
                 fn(*args)
             except BaseException as exc:  # handed to the waiting step
                 self._done.put(exc)
             else:
                 self._done.put(None)
 
-    def submit(self, fn, *args) -> None:
-        self._jobs.put((fn, args))
+    def submit(self, flush: bool, fn, *args) -> None:
+        self._jobs.put((flush, fn, args))
 
     def wait(self) -> None:
         exc = self._done.get()
