@@ -167,6 +167,9 @@ def child(workload: str, steps: int) -> dict:
         out[stat] = row
     info = compute.describe()
     out["blocked"] = blocked is not None
+    if blocked is not None:  # what the pass chose (tuned over the warm-up), and what it measured
+        out["block_elements"] = blocked.block_elements
+        out["tried"] = {str(k): v * 1e6 for k, v in getattr(blocked, "timings", {}).items()}
     out["machinery"] = compute.label(info)
     return out
 
@@ -224,7 +227,16 @@ def main(argv=None) -> None:
           f"µs per step, median of the rounds' medians (min); {_cpu()}, {first['machinery']}; load average "
           f"{min(loads):.2f}-{max(loads):.2f}")
     for name, tree in trees:
-        print(f"  {name}: {tree}{' (blocked element-wise pass)' if runs[name][0]['blocked'] else ''}")
+        run = runs[name][0]
+        note = ""
+        if run["blocked"]:
+            size = run.get("block_elements")
+            tried = ", ".join(f"{'whole arrays' if k == 'None' else k}: {v:.0f} µs"
+                              for k, v in run.get("tried", {}).items())
+            over = "whole arrays" if size is None else f"{size}-value blocks"
+            note = (f" (the element-wise pass over {over}"
+                    + (f"; its tuning in round 1 measured {tried}" if tried else "") + ")")
+        print(f"  {name}: {tree}{note}")
     print()
     print("| phase | " + " | ".join(columns) + " |")
     print("| --- |" + " --- |" * len(columns))
