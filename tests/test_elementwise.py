@@ -196,11 +196,12 @@ def test_the_default_pass_times_the_candidates_and_keeps_the_fastest(data_path, 
     from gdtrain.core import elementwise
 
     monkeypatch.setattr(elementwise, "CANDIDATES", (None, 7, 30, 10_000))  # 10_000: as None here
-    monkeypatch.setattr(elementwise, "TRIALS", 2)
+    monkeypatch.setattr(elementwise, "TURNS", 2)
+    monkeypatch.setattr(elementwise, "RUNS", 2)
     sections = {"optimizer": OPTIMIZER_CASES["adam"], "l2": {"scale": 0.01}, "ema": {"decay": 0.9},
                 "clip": {"name": "global_norm", "clip_norm": 0.1}}
     tuned, before = _trainers(data_path, "float32", sections, [ElementwisePass(), ElementwisePass(None)])
-    for _ in range(3 * (2 + 1) + 2):  # three distinct candidates, then the choice
+    for _ in range(3 * 2 * 2 + 2):  # three distinct candidates, two turns of two steps, then the choice
         assert tuned.step() == whole_array_step(before)
     assert set(tuned.elementwise.timings) == {None, 7, 30}
     assert tuned.elementwise.block_elements in (None, 7, 30)

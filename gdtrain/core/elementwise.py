@@ -49,7 +49,7 @@ from . import fpenv
 # cut only adds its calls (~5-8 µs a block: 289 µs whole, 332 in 64K blocks, 401 in 16K,
 # in the MLP's real steps). The bits are the same whichever runs, so the pass measures.
 CANDIDATES: tuple[int | None, ...] = (None, 64 * 1024, 16 * 1024)
-TRIALS = 5  # timed steps of each candidate, after one that cuts its views
+TURNS, RUNS = 3, 3  # each candidate runs RUNS steps in a row, TURNS times; the first of a turn is not timed
 
 Cuts = list[tuple[str, slice | None]]  # (name, slice of its flat array), or (name, None): whole
 
@@ -127,8 +127,8 @@ class ElementwisePass:
         average.update(params, updates_done)
 
     with the same bits. `block_elements` None runs every part over the whole arrays in turn
-    (the reference the blocked form is tested against); "auto" tries each of CANDIDATES for
-    TRIALS steps at the start and keeps the fastest (`timings` then holds what it measured).
+    (the reference the blocked form is tested against); "auto" tries each of CANDIDATES over
+    the first steps and keeps the fastest (`timings` then holds what it measured).
     """
 
     def __init__(self, block_elements: int | None | str = "auto", threads: int = 1):
@@ -137,13 +137,7 @@ class ElementwisePass:
         self.timings: dict[int | None, float] = {}  # the tuner's best seconds per candidate
         self.threads = threads
         self._thread: _Worker | None = None
-        self._split = 0  # blocks [0, split) go to the worker thread
-        self._names: tuple[str, ...] = ()
-        self._built_for: tuple = ()  # (block_elements, params, opt_state, shadows) of the kept blocks
-        self._watch: list[tuple[dict, str, np.ndarray]] = []  # what the kept views were cut from
-        self._blocks: list[Block] = []
-        self._whole = False  # one block of whole arrays: each part runs over them in turn, no views
-        self._scalar_names: list[str] = []  # the optimizer's other state entries (Adam's powers)
+        self._plans: dict[int | None, _Plan] = {}  # by block size: the views cut for it
 
     # ------------------------------------------------------------ the blocks
 
@@ -156,17 +150,15 @@ class ElementwisePass:
         return out
 
     def blocks(self, grads: dict, params: dict, opt_state: dict, shadows: dict | None) -> list[Block]:
-        """The blocks for these arrays: kept from the last step while they are the same objects."""
+        """The blocks for these arrays at the current block size."""
+        return self._plan(grads, params, opt_state, shadows).blocks
+
+    def _plan(self, grads: dict, params: dict, opt_state: dict, shadows: dict | None) -> _Plan:
+        """The views for these arrays: kept from step to step while they are the same objects."""
         names = tuple(grads)
-        built_for = (self.block_elements, params, opt_state, shadows)
-        kept = self._built_for
-        if names == self._names and kept and kept[0] == built_for[0] and all(
-                a is b for a, b in zip(built_for[1:], kept[1:], strict=True)):
-            for container, key, array in self._watch:
-                if container.get(key) is not array:
-                    break
-            else:
-                return self._blocks
+        plan = self._plans.get(self.block_elements)
+        if plan is not None and plan.fits(names, params, opt_state, shadows):
+            return plan
         slot_names = self._slot_names(opt_state, params, names)
         watch = [(params, k, params[k]) for k in names]
         watch += [(opt_state, slot, opt_state[slot]) for slot in slot_names]
@@ -189,12 +181,10 @@ class ElementwisePass:
                 {s: {k: _cut(opt_state[s][k], part) for k, part in cuts} for s in slot_names},
                 {k: _cut(shadows[k], part) for k, part in cuts} if shadows is not None else None,
             ))
-        self._names, self._watch, self._blocks = names, watch, blocks
-        self._built_for = built_for
-        self._split = _halfway(blocks)
-        self._scalar_names = [s for s in opt_state if s not in slot_names]
-        self._whole = len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts)
-        return blocks
+        plan = _Plan(names, (params, opt_state, shadows), watch, blocks,
+                     [s for s in opt_state if s not in slot_names])
+        self._plans[self.block_elements] = plan
+        return plan
 
     @staticmethod
     def grad_views(grads: dict, blocks: list[Block]) -> list[dict]:
@@ -233,11 +223,13 @@ class ElementwisePass:
         self._run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
         if tuner.record(time.perf_counter() - t0):
             self.block_elements, self.timings, self._tuner = tuner.best, tuner.timings(), None
+            self._plans = {tuner.best: self._plans[tuner.best]} if tuner.best in self._plans else {}
 
     def _run(self, grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average) -> None:
         shadows = average.shadows if average is not None else None
-        blocks = self.blocks(grads, params, opt_state, shadows)
-        if self._whole:  # one block of whole arrays (the softmax model's W and b): the parts in turn
+        plan = self._plan(grads, params, opt_state, shadows)
+        blocks = plan.blocks
+        if plan.whole:  # one block of whole arrays (the softmax model's W and b): the parts in turn
             for penalty in penalties:
                 penalty.add_gradient(grads, params)
             if clip is not None:
@@ -253,13 +245,13 @@ class ElementwisePass:
             stages.append(lambda g, b, at_end, add=penalty.add_gradient: add(g, b.params))
         if clip is not None:
             if clip.clip.measure is not None:
-                self._sweep(stages, views, blocks)  # the norm is of the gradients the penalties made
+                self._sweep(stages, views, plan)  # the norm is of the gradients the penalties made
                 stages = []
             measured = clip.measure(grads)
             apply_clip = clip.clip.apply
             stages.append(lambda g, b, at_end: apply_clip(g, measured))
         update = optimizer.update
-        scalars = {s: opt_state[s] for s in self._scalar_names}
+        scalars = {s: opt_state[s] for s in plan.scalar_names}
         if scalars:
             at_start = _copies(scalars)
 
@@ -281,14 +273,15 @@ class ElementwisePass:
             one_minus_decay = average.one_minus_decay(updates_done)
             update_views = average.update_views
             stages.append(lambda g, b, at_end: update_views(b.shadows, b.params, one_minus_decay))
-        self._sweep(stages, views, blocks)
+        self._sweep(stages, views, plan)
         if not blocks and scalars:
             update(grads, opt_state, lr, params)  # nothing to train: the scalars still advance, as before
 
-    def _sweep(self, stages, views, blocks) -> None:
+    def _sweep(self, stages, views, plan: _Plan) -> None:
         """Every stage on the first block, then on the next, ...; with threads, the first
         blocks up to the halfway point on the worker thread meanwhile."""
-        split = self._split if self.threads > 1 else 0
+        blocks = plan.blocks
+        split = plan.split if self.threads > 1 else 0
         if split:
             worker = self._worker()
             # the worker computes as this thread does: NumPy's error state (a context
@@ -308,16 +301,38 @@ class ElementwisePass:
         return self._thread
 
 
+class _Plan:
+    """The blocks cut for one block size, and what they were cut from."""
+
+    def __init__(self, names, containers, watch, blocks: list[Block], scalar_names: list[str]):
+        self.names = names  # the gradients' names, in order
+        self.containers = containers  # (params, opt_state, shadows): the dicts given
+        self.watch = watch  # (dict, key, value) of every array and slot dict the views came from
+        self.blocks = blocks
+        self.scalar_names = scalar_names  # the optimizer's other state entries (Adam's powers)
+        self.split = _halfway(blocks)  # blocks [0, split) go to a worker thread
+        # one block of whole arrays: each part runs over them in turn, no views
+        self.whole = len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts)
+
+    def fits(self, names, params, opt_state, shadows) -> bool:
+        if names != self.names or any(a is not b for a, b in zip((params, opt_state, shadows),
+                                                                 self.containers, strict=True)):
+            return False
+        return all(container.get(key) is value for container, key, value in self.watch)
+
+
 class _Tuner:
-    """Picks the fastest of CANDIDATES over the first steps: each runs TRIALS + 1 steps in a
-    row (the first cuts its views and is not counted); the least time wins. Candidates that
-    cut these parameters alike (the softmax model's 7,850 values fit any block) are one."""
+    """Picks the fastest of CANDIDATES over the first steps: they take TURNS turns of RUNS
+    steps each (a burst of someone else's load then falls on all of them); the first step of
+    a turn is not counted (it cuts the views, or follows another candidate's temporaries),
+    and the least time wins. Candidates that cut these parameters alike (the softmax model's
+    7,850 values fit any block) are one, and nothing is tried."""
 
     def __init__(self):
         self._queue: list[int | None] | None = None
         self._times: dict[int | None, list[float]] = {}
+        self._previous: object = object()  # the candidate of the last step (none yet)
         self._current: int | None = None
-        self._started = False  # a candidate has run (None is a candidate: whole arrays)
         self._counted = False
         self.best: int | None = None
 
@@ -329,11 +344,11 @@ class _Tuner:
                 plans.setdefault(repr(plan_blocks(sizes, set(sizes) if c is None else set(), c or total)), c)
             chosen = list(plans.values())
             self._times = {c: [] for c in chosen}
-            self._queue = [c for c in chosen for _ in range(TRIALS + 1)] if len(chosen) > 1 else [chosen[0]]
-        first = not self._started or self._queue[0] != self._current
-        self._started = True
+            self._queue = [c for _ in range(TURNS) for c in chosen for _ in range(RUNS)] if len(chosen) > 1 \
+                else chosen
         self._current = self._queue.pop(0)
-        self._counted = not first or len(self._times) == 1
+        self._counted = self._current == self._previous or len(self._times) == 1
+        self._previous = self._current
         return self._current
 
     def record(self, seconds: float) -> bool:
