@@ -155,10 +155,10 @@ class ElementwisePass:
 
     def _plan(self, grads: dict, params: dict, opt_state: dict, shadows: dict | None) -> _Plan:
         """The views for these arrays: kept from step to step while they are the same objects."""
-        names = tuple(grads)
         plan = self._plans.get(self.block_elements)
-        if plan is not None and plan.fits(names, params, opt_state, shadows):
+        if plan is not None and plan.fits(grads, params, opt_state, shadows):
             return plan
+        names = tuple(grads)
         slot_names = self._slot_names(opt_state, params, names)
         watch = [(params, k, params[k]) for k in names]
         watch += [(opt_state, slot, opt_state[slot]) for slot in slot_names]
@@ -210,25 +210,17 @@ class ElementwisePass:
 
     # ------------------------------------------------------------ one step
 
-    def run(self, grads: dict, lr: float, updates_done: int, *, params: dict, opt_state: dict,
+    def run(self, grads: dict, lr: float, updates_done: int, params: dict, opt_state: dict,
             optimizer, penalties=(), clip=None, average=None) -> None:
         """One step's penalties, clip (a ClipPart), optimizer update and its application, and
         moving average (a MovingAverage) over `grads`, the data loss's gradients."""
-        tuner = self._tuner
-        if tuner is None:
-            self._run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
+        if self._tuner is not None:
+            self._tuning_run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
             return
-        self.block_elements = tuner.next({k: params[k].size for k in grads})
-        t0 = time.perf_counter()
-        self._run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
-        if tuner.record(time.perf_counter() - t0):
-            self.block_elements, self.timings, self._tuner = tuner.best, tuner.timings(), None
-            self._plans = {tuner.best: self._plans[tuner.best]} if tuner.best in self._plans else {}
-
-    def _run(self, grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average) -> None:
         shadows = average.shadows if average is not None else None
-        plan = self._plan(grads, params, opt_state, shadows)
-        blocks = plan.blocks
+        plan = self._plans.get(self.block_elements)
+        if plan is None or not plan.fits(grads, params, opt_state, shadows):
+            plan = self._plan(grads, params, opt_state, shadows)
         if plan.whole:  # one block of whole arrays (the softmax model's W and b): the parts in turn
             for penalty in penalties:
                 penalty.add_gradient(grads, params)
@@ -239,6 +231,28 @@ class ElementwisePass:
             if average is not None:
                 average.update(params, updates_done)
             return
+        self._blocked(plan, grads, lr, updates_done, opt_state, optimizer, penalties, clip, average)
+
+    def _tuning_run(self, grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average):
+        tuner = self._tuner
+        self.block_elements = tuner.next({k: params[k].size for k in grads})
+        if tuner.settled:  # one way to cut these arrays: nothing to compare
+            self._tuner = None
+            self.run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
+            return
+        self._tuner = None  # run() below runs the candidate
+        t0 = time.perf_counter()
+        self.run(grads, lr, updates_done, params, opt_state, optimizer, penalties, clip, average)
+        seconds = time.perf_counter() - t0
+        self._tuner = tuner
+        if tuner.record(seconds):
+            self.block_elements, self.timings, self._tuner = tuner.best, tuner.timings(), None
+            self._plans = {tuner.best: self._plans[tuner.best]} if tuner.best in self._plans else {}
+
+    def _blocked(self, plan: _Plan, grads, lr, updates_done, opt_state, optimizer, penalties, clip,
+                 average) -> None:
+        """The parts block by block: one pass over the blocks, or two around a clip's measure."""
+        blocks = plan.blocks
         views = self.grad_views(grads, blocks)
         stages: list[Callable[[dict, Block, bool], None]] = []  # waiting for a pass over the blocks
         for penalty in penalties:
@@ -274,8 +288,6 @@ class ElementwisePass:
             update_views = average.update_views
             stages.append(lambda g, b, at_end: update_views(b.shadows, b.params, one_minus_decay))
         self._sweep(stages, views, plan)
-        if not blocks and scalars:
-            update(grads, opt_state, lr, params)  # nothing to train: the scalars still advance, as before
 
     def _sweep(self, stages, views, plan: _Plan) -> None:
         """Every stage on the first block, then on the next, ...; with threads, the first
@@ -311,14 +323,25 @@ class _Plan:
         self.blocks = blocks
         self.scalar_names = scalar_names  # the optimizer's other state entries (Adam's powers)
         self.split = _halfway(blocks)  # blocks [0, split) go to a worker thread
-        # one block of whole arrays: each part runs over them in turn, no views
-        self.whole = len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts)
+        # one block of whole arrays (or nothing to train): each part runs over them in turn, no
+        # views; with nothing to train the optimizer's scalars still advance, as they always did
+        self.whole = not blocks or (len(blocks) == 1 and all(part is None for _, part in blocks[0].cuts))
 
-    def fits(self, names, params, opt_state, shadows) -> bool:
-        if names != self.names or any(a is not b for a, b in zip((params, opt_state, shadows),
-                                                                 self.containers, strict=True)):
+    def fits(self, grads, params, opt_state, shadows) -> bool:
+        """Whether these are the arrays the views were cut from (checked every step: loops,
+        not generators, because it is on the softmax step's critical few µs)."""
+        kept = self.containers
+        if params is not kept[0] or opt_state is not kept[1] or shadows is not kept[2]:
             return False
-        return all(container.get(key) is value for container, key, value in self.watch)
+        if len(grads) != len(self.names):
+            return False
+        for name, kept_name in zip(grads, self.names):  # noqa: B905 - lengths checked above
+            if name != kept_name:
+                return False
+        for container, key, value in self.watch:
+            if container.get(key) is not value:
+                return False
+        return True
 
 
 class _Tuner:
@@ -335,6 +358,7 @@ class _Tuner:
         self._current: int | None = None
         self._counted = False
         self.best: int | None = None
+        self.settled = False  # only one candidate: chosen without timing
 
     def next(self, sizes: dict[str, int]) -> int | None:
         if self._queue is None:
@@ -344,10 +368,12 @@ class _Tuner:
                 plans.setdefault(repr(plan_blocks(sizes, set(sizes) if c is None else set(), c or total)), c)
             chosen = list(plans.values())
             self._times = {c: [] for c in chosen}
-            self._queue = [c for _ in range(TURNS) for c in chosen for _ in range(RUNS)] if len(chosen) > 1 \
-                else chosen
+            if len(chosen) == 1:
+                self.best, self.settled, self._queue = chosen[0], True, []
+                return self.best
+            self._queue = [c for _ in range(TURNS) for c in chosen for _ in range(RUNS)]
         self._current = self._queue.pop(0)
-        self._counted = self._current == self._previous or len(self._times) == 1
+        self._counted = self._current == self._previous
         self._previous = self._current
         return self._current
 

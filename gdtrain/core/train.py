@@ -215,9 +215,8 @@ class Trainer:
         lr = self.lr(step)
         # penalties, clip, optimizer, var += update, EMA: block by block, the bits of
         # running each over the whole arrays in turn
-        self.elementwise.run(grads, lr, step + 1, params=self.params, opt_state=self.opt_state,
-                             optimizer=self.optimizer, penalties=self.penalties, clip=self.clip,
-                             average=self.average)
+        self.elementwise.run(grads, lr, step + 1, self.params, self.opt_state, self.optimizer,
+                             self.penalties, self.clip, self.average)
         self.step_count = step + 1
         return StepResult(self.step_count, loss, lr)
 
