@@ -27,6 +27,10 @@ MLP's b1, W2 and b2), a large one is cut into near-equal blocks of its flat C-or
 An array that is not C-contiguous (a flat view of it would be a copy) stays whole, in a
 block of its own. The views of the parameters, slots and shadows are cut once and kept
 while those arrays stay the same objects; the gradients' are cut each step.
+
+`threads=2` hands the first half of the blocks to a worker thread (NumPy releases the GIL
+inside each ufunc loop). Not used by default: on the 2-core machine of docs/performance.md
+it made whole steps slower (benchmarks/split_update.py).
 """
 
 from __future__ import annotations
