@@ -20,10 +20,11 @@ under which prefix of the checkpoint (`slot/`, `ema/`). The modules that report 
 over the parts and never name one: a new penalty or clip is one registered factory in
 penalties.py or clipping.py.
 
-Steps 2-6 are element-wise, and `Trainer.step` runs them together block by block over
-cache-sized views of the arrays (elementwise.py), with the bits of running each part
-over the whole arrays in turn; what needs the whole gradients (a clip's norm) or changes
-once per step (Adam's beta powers, the EMA's decay) runs once per step, between blocks.
+Steps 2-6 are element-wise, and `Trainer.step` runs them as one pass (elementwise.py):
+over whole arrays, or together block by block over cache-sized views of them, whichever
+it measured faster on this CPU, with the bits of running each part over the whole arrays
+in turn; what needs the whole gradients (a clip's norm) or changes once per step (Adam's
+beta powers, the EMA's decay) runs once per step, between blocks.
 """
 
 from __future__ import annotations

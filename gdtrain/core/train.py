@@ -3,9 +3,9 @@
 `Trainer` owns the parameters, optimizer slots, EMA shadows and step counter; one
 call to `step()` does exactly one update, as the chain of parts of chain.py in TF1's
 order: forward, loss, backward, the penalties' gradients, clipping, the optimizer's
-update applied, then the moving average of the updated values (those last five
-together, block by block over views of the arrays: elementwise.py). It knows nothing
-about files or printing; `run/loop.py` drives it.
+update applied, then the moving average of the updated values (those last five as one
+pass, over whole arrays or block by block over views of them: elementwise.py). It knows
+nothing about files or printing; `run/loop.py` drives it.
 """
 
 from __future__ import annotations
@@ -213,8 +213,8 @@ class Trainer:
         if not math.isfinite(loss):
             raise self.diverged(step, f"loss is {loss}")
         lr = self.lr(step)
-        # penalties, clip, optimizer, var += update, EMA: block by block, the bits of
-        # running each over the whole arrays in turn
+        # penalties, clip, optimizer, var += update, EMA: one pass (by blocks where that is
+        # faster), the bits of running each over the whole arrays in turn
         self.elementwise.run(grads, lr, step + 1, self.params, self.opt_state, self.optimizer,
                              self.penalties, self.clip, self.average)
         self.step_count = step + 1
