@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import roofline
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = "data/mnist"
 WARMUP_STEPS = 20
@@ -62,21 +64,28 @@ def _softmax_flops(d_in=784, k=10):
     return 2 * 2 * d_in * k
 
 
+# the trainable values the update touches, the per-parameter slots, and whether an EMA
+# shadows them (benchmarks/roofline.py counts the unavoidable traffic from these)
+MLP_UPDATE = {"values": 784 * 500 + 500 + 500 * 10 + 10, "slots": 1, "ema": True}  # momentum
+
 WORKLOADS = {
     "mlp": {
         "title": "MLP 784-500-10, batch 200, momentum+decay+L2+EMA",
         "config": "configs/mnist_mlp.yaml", "dtype": "float32",
         "flops": _mlp_flops(), "epochs": 2, "impls": ("gdtrain", "gdtrain-run", "numpy", "torch"),
+        "update": MLP_UPDATE,
     },
     "softmax": {
         "title": "softmax regression, batch 100, sum CE, SGD",
         "config": "configs/mnist_softmax.yaml", "dtype": "float32",
         "flops": _softmax_flops(), "epochs": 6, "impls": ("gdtrain", "gdtrain-run", "numpy", "torch"),
+        "update": {"values": 784 * 10 + 10, "slots": 0, "ema": False},  # SGD: W, b
     },
     "mlp64": {
         "title": "MLP as above in float64 (run.dtype: float64)",
         "config": "configs/mnist_mlp.yaml", "dtype": "float64",
         "flops": _mlp_flops(), "epochs": 1, "impls": ("gdtrain", "numpy"),
+        "update": MLP_UPDATE,
     },
 }
 
@@ -168,6 +177,7 @@ def child_time(workload: str, impl: str, epochs: int, threads: int | None) -> di
             times.append(_since(t0))
     return {"epoch_seconds": [w for w, _ in times], "epoch_cpu_seconds": [c for _, c in times],
             "examples_per_epoch": steps_per_epoch * cfg["train"]["batch_size"],
+            "steps_per_epoch": steps_per_epoch,
             "max_rss_mb": _max_rss_mb(), **_blas_info(), **extra}
 
 
@@ -234,6 +244,7 @@ def child_peak() -> dict:
 
         times[name] = min(_timed(update)[0] for _ in range(50))
     out["subnormal_slowdown"] = times["subnormal"] / times["normal"]
+    out.update(roofline.measure_bandwidth())
     return {**out, "max_rss_mb": _max_rss_mb(), **_blas_info()}
 
 
@@ -339,7 +350,7 @@ def run(args) -> dict:
     return {
         "date": started.isoformat(timespec="seconds"), "machine": _machine(),
         "blas": {k: v for k, v in samples[("peak", "")][0].items() if k not in ("max_rss_mb",)
-                 and "gflops" not in k and k != "subnormal_slowdown"},
+                 and "gflops" not in k and k != "subnormal_slowdown" and not k.endswith("_gbs")},
         "threads_requested": args.threads, "reps": args.reps, "clock": args.clock,
         "load_average": [min(loads), max(loads)],
         "checks": checks, "samples": {f"{w}/{impl}": s for (w, impl), s in samples.items()},
@@ -351,6 +362,29 @@ def _peaks(raw: dict) -> tuple[float, float]:
     suffix = "_cpu" if raw["clock"] == "cpu" else ""
     runs = raw["samples"]["peak/"]
     return (max(s[f"float32_gflops{suffix}"] for s in runs), max(s[f"float64_gflops{suffix}"] for s in runs))
+
+
+def _bandwidths(raw: dict) -> tuple[float, float] | None:
+    """Best cache-sized and DRAM-sized bandwidth (GB/s) over all rounds (None: not measured)."""
+    runs = raw["samples"]["peak/"]
+    if "cache_gbs" not in runs[0]:
+        return None
+    return max(s["cache_gbs"] for s in runs), max(s["dram_gbs"] for s in runs)
+
+
+def _roofline(raw: dict, spec: dict, examples: int, steps: int | None) -> dict | None:
+    """The epoch's floor (benchmarks/roofline.py): products at peak + update traffic at bandwidth."""
+    bands = _bandwidths(raw)
+    if bands is None or not steps:
+        return None
+    peak = _peaks(raw)[1 if spec["dtype"] == "float64" else 0]
+    u = spec["update"]
+    itemsize = 8 if spec["dtype"] == "float64" else 4
+    nbytes = steps * roofline.update_bytes(u["values"], u["slots"], u["ema"], itemsize)
+    products, traffic = roofline.floor_seconds(spec["flops"] * examples, peak, nbytes, bands[0])
+    _, traffic_dram = roofline.floor_seconds(0, 1, nbytes, bands[1])
+    return {"seconds": products + traffic, "products": products, "traffic": traffic, "bytes": nbytes,
+            "seconds_dram": products + traffic_dram, "cache_gbs": bands[0], "dram_gbs": bands[1]}
 
 
 def summarize(raw: dict) -> list[dict]:
@@ -365,10 +399,12 @@ def summarize(raw: dict) -> list[dict]:
         best, med = min(epoch), statistics.median(epoch)
         n = runs[0]["examples_per_epoch"]  # examples in each timed epoch (the whole training split)
         gflops = spec["flops"] * n / best / 1e9
+        floor = _roofline(raw, spec, n, runs[0].get("steps_per_epoch"))
         rows.append({
             "workload": w, "impl": impl, "median": med, "min": best, "samples_per_s": n / best,
             "gflops": gflops, "peak_fraction": gflops / (peak64 if spec["dtype"] == "float64" else peak),
             "rss_mb": max(r["max_rss_mb"] for r in runs), "epochs": len(epoch),
+            **({"roofline": floor, "roofline_fraction": floor["seconds"] / best} if floor else {}),
         })
     by = {(r["workload"], r["impl"]): r for r in rows}
     for r in rows:
@@ -413,6 +449,16 @@ def render(raw: dict, rows: list[dict]) -> str:
             diff = f"largest difference {c['max_rel_diff']:.1e} of the parameter's scale"
             verdict = "bit-identical" if c["identical"] else diff
             lines.append(f"check {w}: gdtrain vs {impl} after {CHECK_STEPS} steps: {verdict}")
+    for r in rows:
+        if r["impl"] == "gdtrain" and "roofline" in r:
+            f = r["roofline"]
+            lines.append(
+                f"roofline {r['workload']}: products at peak {f['products']:.3f} s + update traffic "
+                f"{f['bytes'] / 1e6:,.0f} MB at {f['cache_gbs']:.0f} GB/s (update-sized arrays) "
+                f"{f['traffic']:.3f} s = {f['seconds']:.3f} s/epoch; gdtrain's best epoch {r['min']:.3f} s "
+                f"is at {100 * r['roofline_fraction']:.0f}% of it (with the state from DRAM, "
+                f"{f['dram_gbs']:.0f} GB/s: {f['seconds_dram']:.3f} s, "
+                f"{100 * f['seconds_dram'] / r['min']:.0f}%)")
     g64 = next((r for r in rows if r["workload"] == "mlp64" and r["impl"] == "gdtrain"), None)
     g32 = next((r for r in rows if r["workload"] == "mlp" and r["impl"] == "gdtrain"), None)
     if g64 and g32:

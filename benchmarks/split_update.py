@@ -1,89 +1,72 @@
-"""Does splitting the MLP's elementwise update across two threads pay?
+"""Does a second thread for the step's element-wise update pay?
 
-The momentum + apply + EMA phase of a mnist_mlp step streams ~6 MB of state on one core
-while the second core idles. This prototype runs W1's first half of rows on a worker
-thread and everything else on the main one (elementwise work gives the same bits however
-it is split: checked below), and times whole steps against `Trainer.step`, alternating.
-Forward, loss, backward and the L2 term are `Trainer.gradients`, as in `Trainer.step`:
-so the L2 gradient is added on the main thread, before the split, not in the halves.
+The update of a mnist_mlp step (L2 gradient, momentum, var += update, EMA over 397,510
+values: ~300 µs on one core of the machine in docs/performance.md) runs on one core while
+the second idles, or spins: OpenBLAS's idle workers wait for the next product busily for
+a while. `ElementwisePass(threads=2)` hands the first half of its blocks to a worker
+thread (NumPy releases the GIL inside each ufunc loop) and runs the rest itself; the bits
+are the same however the blocks are split (checked below). This times whole
+`Trainer.step`s with one and with two threads, alternating, at a few block sizes, on one
+trainer whose pass is swapped from round to round.
 
-    python -m benchmarks.split_update [ROUNDS]
+    python -m benchmarks.split_update [ROUNDS] [STEPS]
     OPENBLAS_THREAD_TIMEOUT=4 python -m benchmarks.split_update   # idle BLAS workers sleep sooner
 
-Not used by gdtrain: on the 2-core machine of docs/performance.md it gained nothing.
+Not used by default: see docs/performance.md for what it measured.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from gdtrain.config.loading import load
-from gdtrain.core.train import StepResult, Trainer
+from gdtrain.core.elementwise import ElementwisePass
+from gdtrain.core.train import Trainer
 from gdtrain.data import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def split_step(t: Trainer, pool: ThreadPoolExecutor):
-    """Trainer.step for mnist_mlp (momentum, L2, EMA) with the update in two halves."""
-    m = float(t.config["optimizer"]["momentum"])
-
-    def elementwise(parts, grads, lr, one_minus_decay):
-        for k, rows in parts:
-            g, p = grads[k][rows], t.params[k][rows]
-            a = t.opt_state["accum"][k][rows]
-            a *= m
-            a += g
-            p += a * -lr
-            shadow = t.ema[k][rows]
-            shadow -= (shadow - p) * one_minus_decay
-
-    def step() -> StepResult:
-        step = t.step_count
-        x, y = t.stream.batch(step)
-        loss, grads = t.gradients(t.params, x, y)  # L2 included
-        lr = t.lr(step)
-        one = t.dtype.type(1)
-        c = one - t.dtype.type(t.average.decay_at(step + 1))
-        half = t.params["W1"].shape[0] // 2
-        job = pool.submit(elementwise, [("W1", slice(0, half))], grads, lr, c)
-        rest = [("W1", slice(half, None))] + [(k, slice(None)) for k in ("b1", "W2", "b2")]
-        elementwise(rest, grads, lr, c)
-        job.result()
-        t.step_count = step + 1
-        return StepResult(t.step_count, loss, lr)
-
-    return step
+# (block size in values, threads); None: whole arrays, which one thread runs
+VARIANTS = {"whole arrays, 1 thread": (None, 1), "64K blocks, 1 thread": (64 * 1024, 1),
+            "64K blocks, 2 threads": (64 * 1024, 2), "32K blocks, 2 threads": (32 * 1024, 2),
+            "128K blocks, 2 threads": (128 * 1024, 2), "196K blocks, 2 threads": (196 * 1024, 2)}
 
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 100
     cfg = load(ROOT / "configs/mnist_mlp.yaml", [f"data.dir={ROOT / 'data/mnist'}"])
     dataset = load_dataset(cfg["data"], cfg["run"]["dtype"])
-    plain, split = Trainer(cfg, dataset), Trainer(cfg, dataset)
-    with ThreadPoolExecutor(1) as pool:
-        run_split = split_step(split, pool)
-        for _ in range(20):
-            plain.step()
-            run_split()
-        same = all(np.array_equal(plain.params[k], split.params[k])
-                   and np.array_equal(plain.ema[k], split.ema[k]) for k in plain.params)
-        print(f"bit-identical after 20 steps: {same}")
-        times: dict[str, list[float]] = {"Trainer.step": [], "split update": []}
-        for r in range(rounds):
-            order = [("Trainer.step", plain.step), ("split update", run_split)]
-            for name, f in order if r % 2 == 0 else order[::-1]:
-                t0 = time.perf_counter()
-                for _ in range(100):
-                    f()
-                times[name].append((time.perf_counter() - t0) / 100 * 1e6)
+    # the same bits whatever the pass: checked on twin trainers (tests/test_elementwise.py
+    # checks every optimizer, penalty, clip and EMA)
+    a, b = Trainer(cfg, dataset), Trainer(cfg, dataset)
+    a.elementwise, b.elementwise = ElementwisePass(None), ElementwisePass(32 * 1024, threads=2)
+    for _ in range(20):
+        a.step()
+        b.step()
+    same = all(np.array_equal(x, y) for x, y in zip(a.state_arrays().values(), b.state_arrays().values(),
+                                                      strict=True))
+    print(f"bit-identical after 20 steps: {same}")
+    # one trainer, its pass swapped from round to round: every variant works on the same
+    # arrays, in the same caches
+    t = a
+    passes = {name: ElementwisePass(block, threads) for name, (block, threads) in VARIANTS.items()}
+    times: dict[str, list[float]] = {name: [] for name in passes}
+    order = list(passes)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            t.elementwise = passes[name]
+            t.step()  # cuts this pass's views
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                t.step()
+            times[name].append((time.perf_counter() - t0) / steps * 1e6)
     for name, v in times.items():
-        print(f"{name:13s} min {min(v):.0f} µs  median {sorted(v)[len(v) // 2]:.0f} µs per step")
+        print(f"{name:26s} min {min(v):,.0f} µs  median {statistics.median(v):,.0f} µs per step")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ that measure something add `scalars()` for the training log, parts that keep sta
 under which prefix of the checkpoint (`slot/`, `ema/`). The modules that report iterate
 over the parts and never name one: a new penalty or clip is one registered factory in
 penalties.py or clipping.py.
+
+Steps 2-6 are element-wise, and `Trainer.step` runs them as one pass (elementwise.py):
+over whole arrays, or together block by block over cache-sized views of them, whichever
+it measured faster on this CPU, with the bits of running each part over the whole arrays
+in turn; what needs the whole gradients (a clip's norm) or changes once per step (Adam's
+beta powers, the EMA's decay) runs once per step, between blocks.
 """
 
 from __future__ import annotations
@@ -101,6 +107,11 @@ class ClipPart(Part):
     def apply(self, grads: dict[str, np.ndarray]) -> None:
         self.last = self.clip(grads)
 
+    def measure(self, grads: dict[str, np.ndarray]):
+        """The clip's reduction over the whole gradients (kept for the log); what apply needs."""
+        measured, self.last = self.clip.measure(grads) if self.clip.measure is not None else (None, {})
+        return measured
+
     def scalars(self) -> dict[str, float]:
         return dict(self.last)
 
@@ -153,10 +164,17 @@ class MovingAverage(Part):
             d = min(d, (1.0 + updates_done) / (10.0 + updates_done))
         return d
 
-    def update(self, params: dict[str, np.ndarray], updates_done: int) -> None:
+    def one_minus_decay(self, updates_done: int):
         t = self.dtype.type
-        one_minus_decay = t(1) - t(self.decay_at(updates_done))
-        for k, shadow in self.shadows.items():
+        return t(1) - t(self.decay_at(updates_done))
+
+    def update(self, params: dict[str, np.ndarray], updates_done: int) -> None:
+        self.update_views(self.shadows, params, self.one_minus_decay(updates_done))
+
+    @staticmethod
+    def update_views(shadows: dict[str, np.ndarray], params: dict[str, np.ndarray], one_minus_decay) -> None:
+        """The moving average's step on these shadows (whole, or views of one block)."""
+        for k, shadow in shadows.items():
             shadow -= (shadow - params[k]) * one_minus_decay
 
     def scalars(self, updates_done: int) -> dict[str, float]:

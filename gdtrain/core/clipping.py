@@ -1,9 +1,12 @@
 """Gradient clipping, in TF1's exact forms (tensorflow/python/ops/clip_ops.py, TF 1.15).
 
-A clip is a registered factory returning a function `clip(grads) -> scalars` that
-clips the gradients (a dict of named arrays) in place, in the gradients' dtype as TF's
-kernels compute, and returns what it measured for the training log (the global norm
-before clipping), possibly nothing. It runs after the penalties have added their
+A clip is a registered factory returning a `Clip`: `clip(grads) -> scalars` clips the
+gradients (a dict of named arrays) in place, in the gradients' dtype as TF's kernels
+compute, and returns what it measured for the training log (the global norm before
+clipping), possibly nothing. It comes in two halves, so that the step (elementwise.py)
+can run the clipping itself block by block over views of the gradients: `measure`, the
+reduction over the whole gradients a clip needs first (a norm; None for clip_by_value),
+and `apply`, the element-wise rest. It runs after the penalties have added their
 gradients and before the optimizer: TF1 practice clips the gradient of the whole
 objective, `tf.gradients(loss + regularization)` then `clip_by_global_norm`. To add a
 clip, write one registered factory here; tests/test_chain.py's tables then ask for its
@@ -14,12 +17,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from .registry import Positive, Registry
 
-Clip = Callable[[dict[str, np.ndarray]], dict[str, float]]
+
+@dataclass(frozen=True)
+class Clip:
+    # (grads, measured) -> None: clips in place, each entry from itself and `measured` only,
+    # so that it gives the same bits on any views of the gradients, block by block
+    apply: Callable[[dict[str, np.ndarray], object], None]
+    # whole grads -> (measured, scalars for the log): once per step, before `apply`
+    measure: Callable[[dict[str, np.ndarray]], tuple[object, dict[str, float]]] | None = None
+
+    def __call__(self, grads: dict[str, np.ndarray]) -> dict[str, float]:
+        """Clip whole gradients in place; what was measured for the training log."""
+        measured, scalars = self.measure(grads) if self.measure is not None else (None, {})
+        self.apply(grads, measured)
+        return scalars
+
 
 CLIPS = Registry("clip")
 
@@ -40,13 +58,12 @@ def value(min: float, max: float) -> Clip:
         # TF1 documents min <= max as needed "for correct results" and computes garbage otherwise
         raise ValueError(f"min ({low:g}) must be <= max ({high:g})")
 
-    def clip(grads):
+    def apply(grads, measured):
         for g in grads.values():
             np.minimum(g, g.dtype.type(high), out=g)
             np.maximum(g, g.dtype.type(low), out=g)
-        return {}
 
-    return clip
+    return Clip(apply)
 
 
 @CLIPS.register("norm")
@@ -58,18 +75,23 @@ def norm(clip_norm: Positive) -> Clip:
     clip_norm: the largest L2 norm a parameter's gradient keeps
     """
 
-    def clip(grads):
-        for g in grads.values():
+    def measure(grads):
+        divisors = {}
+        for k, g in grads.items():
             t = g.dtype.type
             flat = g.reshape(-1)
             l2sum = t(np.dot(flat, flat))
             l2norm = np.sqrt(l2sum) if l2sum > 0 else l2sum
-            with np.errstate(invalid="ignore", over="ignore"):  # inf/inf: NaN, caught as divergence
-                g *= t(clip_norm)
-                g /= np.maximum(l2norm, t(clip_norm))
-        return {}
+            divisors[k] = np.maximum(l2norm, t(clip_norm))
+        return divisors, {}
 
-    return clip
+    def apply(grads, divisors):
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/inf: NaN, caught as divergence
+            for k, g in grads.items():
+                g *= g.dtype.type(clip_norm)
+                g /= divisors[k]
+
+    return Clip(apply, measure)
 
 
 @CLIPS.register("global_norm")
@@ -85,7 +107,7 @@ def global_norm(clip_norm: Positive) -> Clip:
     clip_norm: the largest global norm the gradients keep
     """
 
-    def clip(grads):
+    def measure(grads):
         t = _dtype(grads)
         # overflow to inf and inf·NaN give NaN gradients, which end the run as diverged
         with np.errstate(invalid="ignore", over="ignore"):
@@ -99,8 +121,11 @@ def global_norm(clip_norm: Positive) -> Clip:
                 scale = t(clip_norm) * np.minimum(inverse, t(1) / t(clip_norm))
             else:
                 scale = t(np.nan)
+        return scale, {"global_norm": float(use_norm)}
+
+    def apply(grads, scale):
+        with np.errstate(invalid="ignore", over="ignore"):
             for g in grads.values():
                 g *= scale
-        return {"global_norm": float(use_norm)}
 
-    return clip
+    return Clip(apply, measure)

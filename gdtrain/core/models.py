@@ -9,6 +9,7 @@ a dropout key, (seed, step); evaluation passes none, so it never drops units.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -95,6 +96,20 @@ def _elu_in_place(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def _relu_in_place(z: np.ndarray) -> np.ndarray:
+    # max(z, 0) against a row of zeros rather than the scalar 0: NumPy's maximum runs its SIMD
+    # loop for two arrays but a slow one for an array and a scalar (34.5 vs 11.8 µs for the
+    # MLP's 200x500 layer); the same values, bit for bit, NaN and -0.0 included
+    return np.maximum(z, _zeros(z.shape[-1:], z.dtype.str), out=z)
+
+
+@functools.lru_cache(maxsize=32)
+def _zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    zeros = np.zeros(shape, dtype)
+    zeros.flags.writeable = False
+    return zeros
+
+
 LEAKY_RELU_ALPHA = 0.2  # TF1 tf.nn.leaky_relu's default slope below 0
 
 
@@ -130,7 +145,7 @@ def _softplus_slope(h: np.ndarray) -> np.ndarray:
 # from the activation's output h (exact for each: see the comments and TF1's grad kernels,
 # which take the output too for relu, relu6, leaky_relu and elu); None: the identity.
 ACTIVATIONS: dict[str, tuple[Callable, Callable | None]] = {
-    "relu": (lambda z: np.maximum(z, 0, out=z), lambda h: h > 0),
+    "relu": (_relu_in_place, lambda h: h > 0),
     "tanh": (lambda z: np.tanh(z, out=z), lambda h: 1 - h * h),
     "sigmoid": (_sigmoid_in_place, lambda h: h * (1 - h)),
     "identity": (lambda z: z, None),

@@ -8,6 +8,14 @@ of arrays keyed by slot name then parameter name, plus scalar arrays (Adam's bet
 powers), so a checkpoint holds them by name. The optimizer is the part of the step
 (chain.py) after the penalties and clipping have made the gradients, and before the
 moving average. To add an optimizer, write one registered factory here.
+
+An update must be element-wise: it changes the per-parameter slots in place, each entry
+from the same entries of the gradient, the parameter and the slots only, and returns
+the updates. The step (elementwise.py) calls it on views of one block of every array
+at a time, with the bits of one call on the whole arrays. The other entries of the
+state (per-step scalars: Adam's beta powers) it may read and advance as it would on whole
+arrays: every block's call sees their values at the start of the step, and they advance
+once per step.
 """
 
 from __future__ import annotations

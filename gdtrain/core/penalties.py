@@ -3,10 +3,12 @@
 A penalty is a registered factory returning a `Penalty`: `term(arrays) -> float`, its
 value over the parameters it selects, and `add_gradient(g, w)`, which adds the
 derivative of the term with respect to one of them to that parameter's gradient, in
-place. Every penalty also takes `params` (a common option of the table): the names or
-glob patterns of the parameters it reads, by default every weight matrix (no biases),
-as l2 has always done. The term is reported under the penalty's name in metrics,
-summaries and TensorBoard (chain.py names a second penalty of the same kind `l2_2`).
+place, element by element (each entry of g from the same entry of w only: the step
+runs it on views of the arrays, block by block, elementwise.py). Every penalty also
+takes `params` (a common option of the table): the names or glob patterns of the
+parameters it reads, by default every weight matrix (no biases), as l2 has always done.
+The term is reported under the penalty's name in metrics, summaries and TensorBoard
+(chain.py names a second penalty of the same kind `l2_2`).
 To add a penalty, write one registered factory here; tests/test_chain.py's tables then
 ask for its closed form.
 """

@@ -3,8 +3,9 @@
 `Trainer` owns the parameters, optimizer slots, EMA shadows and step counter; one
 call to `step()` does exactly one update, as the chain of parts of chain.py in TF1's
 order: forward, loss, backward, the penalties' gradients, clipping, the optimizer's
-update applied, then the moving average of the updated values. It knows nothing about
-files or printing; `run/loop.py` drives it.
+update applied, then the moving average of the updated values (those last five as one
+pass, over whole arrays or block by block over views of them: elementwise.py). It knows
+nothing about files or printing; `run/loop.py` drives it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from . import compute, early_stopping
 from .batching import BatchStream
 from .chain import OptimizerPart, build_average, build_clip, build_penalties
 from .dataset import Dataset
+from .elementwise import ElementwisePass
 from .initializers import INITIALIZERS
 from .losses import LOSSES, NOT_A_DISTRIBUTION, Loss, non_distribution
 from .models import MODELS, Model
@@ -163,6 +165,7 @@ class Trainer:
         self.clip = build_clip(config)
         self.optimizer_part = OptimizerPart(config["optimizer"]["name"], opt_opts)
         self.average = build_average(config, self.dtype)
+        self.elementwise = ElementwisePass()  # keeps its views of the arrays from step to step
 
         self.params = initial_params(self.model, config["model"].get("init"), run["seed"], self.dtype,
                                      read_arrays)
@@ -191,29 +194,30 @@ class Trainer:
         """(data loss, gradients of data loss + every penalty) of the trainable parameters on
         (x, y): what a step descends, and what `gradcheck` checks. dropout_key: (seed, step),
         the dropout masks' source (None: no dropout)."""
-        out, cache = self.model.forward(params, x, dropout_key)
-        loss, dout = self.loss.value_and_grad(out, y)
-        grads = self.model.backward(params, cache, dout, self.trainable_set)
+        loss, grads = self.data_gradients(params, x, y, dropout_key)
         for penalty in self.penalties:
             penalty.add_gradient(grads, params)
         return loss, grads
+
+    def data_gradients(self, params: dict, x, y, dropout_key=None) -> tuple[float, dict]:
+        """(data loss, gradients of the data loss alone): forward, loss, backward."""
+        out, cache = self.model.forward(params, x, dropout_key)
+        loss, dout = self.loss.value_and_grad(out, y)
+        return loss, self.model.backward(params, cache, dout, self.trainable_set)
 
     def step(self) -> StepResult:
         step = self.step_count
         x, y = self.stream.batch(step)
         # dropout masks from (seed, step), like the batch: a resume draws the same ones
-        loss, grads = self.gradients(self.params, x, y, (self.seed, step))
+        loss, grads = self.data_gradients(self.params, x, y, (self.seed, step))
         if not math.isfinite(loss):
             raise self.diverged(step, f"loss is {loss}")
         lr = self.lr(step)
-        if self.clip is not None:
-            self.clip.apply(grads)
-        updates, self.opt_state = self.optimizer.update(grads, self.opt_state, lr, self.params)
-        for k, u in updates.items():
-            self.params[k] += u
+        # penalties, clip, optimizer, var += update, EMA: one pass (by blocks where that is
+        # faster), the bits of running each over the whole arrays in turn
+        self.elementwise.run(grads, lr, step + 1, self.params, self.opt_state, self.optimizer,
+                             self.penalties, self.clip, self.average)
         self.step_count = step + 1
-        if self.average is not None:
-            self.average.update(self.params, self.step_count)
         return StepResult(self.step_count, loss, lr)
 
     def penalty_terms(self, params: dict | None = None) -> dict[str, float]:
