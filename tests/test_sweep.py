@@ -452,18 +452,24 @@ def _wait_mid_trial(directory: Path, proc: subprocess.Popen, count: int = 1, tim
     raise AssertionError("no trial saved a checkpoint in time")
 
 
+# Trials six times SLOW's length (as many checkpoints): a signal sent once two trials have
+# saved must find both still running. With SLOW (about 0.1 s a trial on a quiet machine),
+# the second worker started 600 steps behind the first, which finished before the signal.
+LONG = {**SLOW, "train": {**SLOW["train"], "steps": 9000, "checkpoint_every": 150, "log_every": 600}}
+
+
 @pytest.fixture(scope="module")
 def slow_references(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("slow")
     spec = load_sweep(write_sweep(tmp, {"parameters": {LR: {"values": [0.02, 0.05]}}, "seeds": [0, 1]},
-                                  base=SLOW))
+                                  base=LONG))
     return {t.name: checkpoint_arrays(reference(t.config, tmp / "straight")) for t in spec.trials}
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_makes_every_running_trial_save_and_stop_and_a_rerun_resumes_exactly(
         tmp_path, slow_references, workers):
-    path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.02, 0.05]}}, "seeds": [0, 1]}, base=SLOW)
+    path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.02, 0.05]}}, "seeds": [0, 1]}, base=LONG)
     directory = tmp_path / "runs" / "sw"
     proc = _start_sweep(tmp_path, path, "--workers", str(workers))
     _wait_mid_trial(directory, proc, count=workers)
@@ -490,7 +496,7 @@ def test_ctrl_c_makes_every_running_trial_save_and_stop_and_a_rerun_resumes_exac
 
 
 def test_a_sweep_killed_with_sigkill_resumes_every_trial_exactly(tmp_path, slow_references):
-    path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.02, 0.05]}}, "seeds": [0, 1]}, base=SLOW)
+    path = write_sweep(tmp_path, {"parameters": {LR: {"values": [0.02, 0.05]}}, "seeds": [0, 1]}, base=LONG)
     directory = tmp_path / "runs" / "sw"
     proc = _start_sweep(tmp_path, path, "--workers", "2")
     _wait_mid_trial(directory, proc, count=2)
