@@ -176,6 +176,26 @@ def test_the_base_config_is_found_relative_to_the_sweep_file_from_any_working_di
     assert code == 0, err
 
 
+def test_trial_paths_follow_the_paths_rule_written_in_the_base_config_or_the_sweep_file(tmp_path, cli,
+                                                                                       monkeypatch):
+    """The base config's data.dir (../data/mnist) is read from the config's directory and
+    the sweep's run.dir from the sweep file's, whatever the working directory."""
+    (tmp_path / "sweeps").mkdir()
+    path = tmp_path / "sweeps" / "sw.yaml"
+    path.write_text(f"config: {REPO / 'configs' / 'mnist_softmax.yaml'}\n"
+                    "parameters:\n  optimizer.learning_rate: {values: [0.1]}\n"
+                    "  train.steps: {value: 3}\n  run.dir: {value: out}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    trial = load_sweep(path).trials[0]
+    assert trial.config["data"]["dir"] == str(REPO / "data" / "mnist")
+    code, out, err = cli("sweep", path, "--json")
+    assert code == 0, err
+    assert [t["status"] for t in json.loads(out)["trials"]] == ["finished"]
+    assert (tmp_path / "sweeps" / "out" / "sw" / trial.name / "checkpoints").is_dir()
+
+
 # ---------------------------------------------------------------- trials
 
 

@@ -26,9 +26,6 @@ from ..core.registry import show
 from ..errors import ConfigError
 from .spec import Parameter, SweepSpec
 
-# Config keys that hold paths, read relative to the working directory: made absolute
-# before a trial leaves this process.
-PATH_KEYS = ("run.dir", "data.dir", "data.path", "data.test_path", "model.init.from")
 MAX_NAME = 200  # file systems allow 255 bytes; a longer name is cut and given a hash
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _DRAW_ATTEMPTS = 100  # per setting asked for, before giving up on finding a new one
@@ -157,17 +154,29 @@ def set_key(raw: dict, key: str, value: Any) -> str | None:
     return None
 
 
-def absolute_paths(config: dict) -> dict:
-    """The config with every relative path made absolute from the working directory."""
+def absolute_paths(config: dict, spec: SweepSpec, trial_raw: dict, sweep_keys: list[str]) -> dict:
+    """A trial's config with its relative paths made absolute by the paths rule of configs
+    (config/paths.py): a path written in the base config is relative to that file's
+    directory, one written in the sweep file (a swept or fixed key) to the sweep file's,
+    one left at its default to the working directory. Done before a trial leaves this
+    process, so that a worker anywhere reads the same files."""
+    from ..config import paths
+
     config = copy.deepcopy(config)
-    for key in PATH_KEYS:
-        *parents, last = key.split(".")
+    sweep_dir = os.path.dirname(os.path.abspath(spec.path))
+    for key in paths.path_options(config):
+        if not any(key == k or key.startswith(k + ".") for k in sweep_keys):
+            continue
+        parent, _, name = key.rpartition(".")
         node = config
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(last), str) and not os.path.isabs(node[last]):
-            node[last] = os.path.abspath(node[last])
-    return config
+        for part in parent.split("."):
+            node = node[part]
+        if isinstance(node.get(name), str) and node[name]:
+            node[name] = os.path.normpath(os.path.join(sweep_dir, os.path.expanduser(node[name])))
+    # the sweep's keys are absolute now; the rest as `gdtrain run` makes them
+    ruled, _ = paths.absolute_paths(config, spec.config_path, spec.base, trial_raw,
+                                    [f"{k}=" for k in sweep_keys])
+    return ruled
 
 
 def _owner(problem: str, keys: list[str]) -> str | None:
@@ -260,18 +269,23 @@ def build_trials(spec: SweepSpec) -> list[Trial]:
                     "change one of the values")
                 continue
             names[name] = params
-            trials.append(Trial(name, params, config["run"]["seed"], config))
+            if not trials:
+                given = config["run"]["dir"]  # as written: a cluster needs it absolute
+            trials.append(Trial(name, params, config["run"]["seed"],
+                                absolute_paths(config, spec, trial_raw, all_keys)))
     if sweep_problems or base_problems:
         fail()
 
-    given = trials[0].config["run"]["dir"] if trials else "runs"
-    directory = Path(os.path.abspath(run_dir({"run": {"dir": given, "name": spec.name}})))
+    if not trials:
+        given = "runs"
+    ruled_dir = trials[0].config["run"]["dir"] if trials else os.path.abspath(given)
+    directory = Path(os.path.abspath(run_dir({"run": {"dir": ruled_dir, "name": spec.name}})))
     if any((directory / marker).exists() for marker in ("status.json", "checkpoints")):
         raise ConfigError(locate(f"name: {directory} is the run directory of a single run; "
                                   "give the sweep another name", spec.lines), str(spec.path))
     out = []
     for t in trials:
-        config = absolute_paths(t.config)
+        config = copy.deepcopy(t.config)
         config["run"]["dir"] = str(directory)
         out.append(Trial(t.name, t.params, t.seed, config))
     spec.trials, spec.directory, spec.run_dir_given = out, directory, given
