@@ -40,14 +40,16 @@ def _lookup(config: dict, key: str) -> tuple[bool, Any]:
 
 
 def absolute_paths(config: dict, config_file: str | Path, in_file: dict, given: dict,
-                   overrides: list[str]) -> tuple[dict, dict[str, tuple[str, str]]]:
+                   overrides: list[str], overrides_folder: str | None = None
+                   ) -> tuple[dict, dict[str, tuple[str, str]]]:
     """The config with its relative path options made absolute, by one rule for all of
     them: a relative path is relative to where it was written. Written in the config file
     (`in_file`, as read), it is relative to that file's directory, so a config finds its
     data from any working directory; given with --set, or left at its default, it is
     relative to the working directory, as a path typed in a shell is (run.dir's default
     `runs` is ./runs). `~` is the home directory. `given` is the config as overridden,
-    before defaults were filled in.
+    before defaults were filled in. `overrides_folder`: where the overrides were written
+    (a sweep file's directory), if not typed in a shell.
 
     Returns (config, notes): for each input path that was relative, its absolute value ->
     (key, how it was resolved), for the message when it does not exist (`explain_missing`).
@@ -64,7 +66,8 @@ def absolute_paths(config: dict, config_file: str | Path, in_file: dict, given: 
         replaced = any(key == k or key.startswith(k + ".") for k in overridden)  # by --set
         from_set = replaced and _lookup(given, key)[0]
         written = not replaced and _lookup(in_file, key)[0]
-        absolute = os.path.normpath(os.path.join(folder if written else os.getcwd(), expanded))
+        start = folder if written else (overrides_folder or os.getcwd()) if replaced else os.getcwd()
+        absolute = os.path.normpath(os.path.join(start, expanded))
         parent_key, _, name = key.rpartition(".")
         _lookup(out, parent_key)[1][name] = absolute
         if not os.path.isabs(expanded) and key != "run.dir":  # run.dir is made, never missing

@@ -162,20 +162,9 @@ def absolute_paths(config: dict, spec: SweepSpec, trial_raw: dict, sweep_keys: l
     process, so that a worker anywhere reads the same files."""
     from ..config import paths
 
-    config = copy.deepcopy(config)
-    sweep_dir = os.path.dirname(os.path.abspath(spec.path))
-    for key in paths.path_options(config):
-        if not any(key == k or key.startswith(k + ".") for k in sweep_keys):
-            continue
-        parent, _, name = key.rpartition(".")
-        node = config
-        for part in parent.split("."):
-            node = node[part]
-        if isinstance(node.get(name), str) and node[name]:
-            node[name] = os.path.normpath(os.path.join(sweep_dir, os.path.expanduser(node[name])))
-    # the sweep's keys are absolute now; the rest as `gdtrain run` makes them
     ruled, _ = paths.absolute_paths(config, spec.config_path, spec.base, trial_raw,
-                                    [f"{k}=" for k in sweep_keys])
+                                    [f"{k}=" for k in sweep_keys],
+                                    os.path.dirname(os.path.abspath(spec.path)))
     return ruled
 
 
